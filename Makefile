@@ -1,0 +1,50 @@
+# Two commands for a new user: `make demo` and `make test`. `make help` lists the rest.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+INSTALLED := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint format ui bench lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python 3.11 or newer is needed; run: make PYTHON=python3.11 ..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --constraint constraints.txt --editable '.[dev]'
+	@touch $@
+
+install: $(INSTALLED) ## create .venv and install the project with its locked dependencies
+
+demo: $(INSTALLED) ## run the whole pipeline (dvc repro) on the built-in synthetic data
+	$(BIN)/dvc repro
+	@echo
+	@echo "Outputs:"
+	@echo "  dataset   data/dataset/ (manifest.json, TFRecord shards)"
+
+test: $(INSTALLED) ## run the whole test suite
+	$(BIN)/python -m pytest
+
+lint: $(INSTALLED) ## ruff checks
+	$(BIN)/ruff check src tests benchmarks pipelines components
+	$(BIN)/ruff format --check src tests benchmarks pipelines components
+
+format: $(INSTALLED) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix src tests benchmarks pipelines components
+	$(BIN)/ruff format src tests benchmarks pipelines components
+
+bench: $(INSTALLED) ## run the speed benchmarks (each prints a ratio against its baseline)
+	$(BIN)/python benchmarks/ingest.py
+
+lock: ## re-resolve constraints.txt from pyproject.toml (then commit it)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra cuda --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --no-header --quiet --output-file constraints.txt
+
+clean: ## remove generated data, models and outputs (keeps .venv and the MLflow store)
+	rm -rf data models outputs

@@ -1,0 +1,269 @@
+"""Typed, validated parameters: one pydantic model per block of params.yaml.
+
+A wrong key, type or value fails here, before any work starts, with one line naming
+the dotted key (``data.image_size: must be a power of two, got 100``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from oasis_vqvae.errors import ConfigError
+
+NonNegInt = Annotated[int, Field(ge=0)]
+PosInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Block(BaseModel):
+    """Base of every params block: strict types, unknown keys rejected, immutable."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+def _power_of_two(value: int) -> int:
+    if value & (value - 1):
+        raise ValueError(f"must be a power of two, got {value}")
+    return value
+
+
+class SplitFractions(Block):
+    """Share of subjects per split, for sources that do not come split (synthetic, raw OASIS-1)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    train: Fraction = 0.8
+    validation: Fraction = Field(0.1, alias="validate")  # `validate` is taken by BaseModel
+    test: Fraction = 0.1
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> Self:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validate + test must sum to 1, got {total:g}")
+        if min(self.train, self.validation, self.test) == 0.0:
+            raise ValueError("every split needs a fraction above 0")
+        return self
+
+
+class SyntheticConfig(Block):
+    """Size of the built-in procedurally generated data set."""
+
+    subjects: Annotated[int, Field(ge=3)] = 40
+    slices_per_subject: PosInt = 24
+
+
+class Oasis1Config(Block):
+    """How slices are cut from the raw OASIS-1 cross-sectional volumes (T88_111 atlas space)."""
+
+    slice_range: tuple[NonNegInt, PosInt] = (48, 128)
+    """Axial slice indices [start, stop) of the 176-slice T88 volume to keep."""
+    slice_step: PosInt = 1
+    demographics: str | None = None
+    """Path or gs:// URI of oasis_cross-sectional.csv; its columns go into the manifest."""
+    clip_percentile: Annotated[float, Field(gt=50.0, le=100.0)] = 99.5
+    """Brain intensities are scaled so this percentile maps to 255."""
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> Self:
+        start, stop = self.slice_range
+        if start >= stop:
+            raise ValueError(f"slice_range start must be below stop, got [{start}, {stop}]")
+        return self
+
+
+class DataConfig(Block):
+    """The ingest stage: where slices come from and how the dataset is written."""
+
+    source: Annotated[str, Field(min_length=1)] = "synthetic"
+    """'synthetic', a folder or .zip of OASIS PNG slices, raw OASIS-1 discs, or a gs:// URI."""
+    image_size: Annotated[int, Field(ge=8, le=1024)] = 64
+    """Side of the stored square slices; sources of another size are resized."""
+    png_size: PosInt = 256
+    """Side every preprocessed OASIS PNG slice must have (anything else is a bad file)."""
+    on_bad_file: Literal["error", "skip"] = "error"
+    segmentation: bool = False
+    """Also store the keras_png_slices_seg_* masks beside the slices."""
+    split: SplitFractions = SplitFractions()
+    seed: int = 42
+    images_per_shard: PosInt = 4096
+    workers: NonNegInt = 0
+    """Decoding processes; 0 means one per CPU core."""
+    synthetic: SyntheticConfig = SyntheticConfig()
+    oasis1: Oasis1Config = Oasis1Config()
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size_power_of_two(cls, value: int) -> int:
+        return _power_of_two(value)
+
+
+class VQVAEConfig(Block):
+    """VQ-VAE architecture and training."""
+
+    filters: Annotated[tuple[PosInt, ...], Field(min_length=1)] = (32, 64)
+    """Filters of the stride-2 4x4 convolutions; their count is the number of down-samplings."""
+    residual_blocks: NonNegInt = 2
+    residual_filters: PosInt = 32
+    embedding_dim: PosInt = 16
+    num_embeddings: Annotated[int, Field(ge=2)] = 64
+    beta: Annotated[float, Field(ge=0.0)] = 0.25
+    quantizer: Literal["ema", "plain"] = "ema"
+    ema_decay: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.99
+    dead_code_threshold: Annotated[float, Field(ge=0.0)] = 0.01
+    epochs: PosInt = 20
+    batch_size: PosInt = 32
+    learning_rate: Annotated[float, Field(gt=0.0)] = 2e-4
+    seed: int = 0
+
+
+class PixelCNNConfig(Block):
+    """PixelCNN prior over the VQ-VAE code grid."""
+
+    filters: PosInt = 128
+    residual_blocks: NonNegInt = 2
+    kernel_size: Annotated[int, Field(ge=3)] = 7
+    hidden_layers: NonNegInt = 2
+    gated: bool = False
+    epochs: PosInt = 20
+    batch_size: PosInt = 32
+    learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
+    seed: int = 0
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"must be odd, got {value}")
+        return value
+
+
+class GenerateConfig(Block):
+    """Sampling new slices from the PixelCNN prior."""
+
+    count: PosInt = 16
+    temperature: Annotated[float, Field(gt=0.0)] = 1.0
+    seed: int = 0
+    batch_size: PosInt = 16
+
+
+class EvaluateConfig(Block):
+    """Evaluation of reconstructions and samples."""
+
+    batch_size: PosInt = 64
+
+
+class TrackingConfig(Block):
+    """MLflow tracking. MLFLOW_TRACKING_URI, when set, wins over tracking_uri."""
+
+    experiment: Annotated[str, Field(min_length=1)] = "oasis-vqvae"
+    tracking_uri: str = "sqlite:///mlflow/mlflow.db"
+    enabled: bool = True
+
+
+class Params(Block):
+    """All of params.yaml."""
+
+    data: DataConfig = DataConfig()
+    vqvae: VQVAEConfig = VQVAEConfig()
+    pixelcnn: PixelCNNConfig = PixelCNNConfig()
+    generate: GenerateConfig = GenerateConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _vqvae_fits_image(self) -> Self:
+        steps = len(self.vqvae.filters)
+        latent = self.data.image_size >> steps
+        if latent < 4:
+            raise ValueError(
+                f"vqvae.filters: {steps} down-samplings turn data.image_size "
+                f"{self.data.image_size} into a {latent}x{latent} code grid; need at least 4x4, "
+                "use fewer filters or larger images"
+            )
+        return self
+
+
+def load_params(path: str | Path, overrides: Iterable[str] = ()) -> Params:
+    """Read params.yaml, apply ``dotted.key=value`` overrides and validate.
+
+    Raises:
+        ConfigError: one line naming the file, the key and what is wrong.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must hold a mapping of blocks, got {type(raw).__name__}")
+    for override in overrides:
+        _apply_override(raw, override)
+    return validate_params(raw, origin=str(path))
+
+
+def validate_params(raw: dict[str, Any], origin: str = "params") -> Params:
+    """Validate a params mapping (as read from YAML) into :class:`Params`."""
+    try:
+        # Through JSON so that strict mode accepts YAML lists for tuples and ints for floats.
+        return Params.model_validate_json(json.dumps(raw, default=str))
+    except ValidationError as err:
+        raise ConfigError(f"{origin}: {format_validation_error(err)}") from None
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """Render pydantic errors as ``dotted.key: problem`` joined on one line."""
+    problems = []
+    for item in err.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "value_error":  # our own validators word the whole problem
+            message = item["msg"].removeprefix("Value error, ")
+        elif item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against params.yaml)"
+        else:
+            message = f"{item['msg'].lower()}, got {item['input']!r}"
+        problems.append(f"{key}: {message}" if key else message)
+    return "; ".join(problems)
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {override!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        value = text
+    *parents, leaf = key.split(".")
+    node = raw
+    for depth, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            prefix = ".".join(parents[: depth + 1])
+            raise ConfigError(f"--set {key}: {prefix} is a value, not a block")
+        node = child
+    node[leaf] = value
+
+
+def flatten(params: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """Dotted-key view of a params block, e.g. for logging to MLflow."""
+    flat: dict[str, Any] = {}
+    for name, value in params.model_dump(by_alias=True).items():
+        _flatten_into(flat, f"{prefix}{name}", value)
+    return flat
+
+
+def _flatten_into(flat: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, dict):
+        for name, child in value.items():
+            _flatten_into(flat, f"{key}.{name}", child)
+    else:
+        flat[key] = value
