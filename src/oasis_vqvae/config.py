@@ -55,7 +55,7 @@ class SplitFractions(Block):
 class SyntheticConfig(Block):
     """Size of the built-in procedurally generated data set."""
 
-    subjects: Annotated[int, Field(ge=3)] = 40
+    subjects: Annotated[int, Field(ge=3, le=999)] = 40  # case numbers have three digits
     slices_per_subject: PosInt = 24
 
 
@@ -91,7 +91,7 @@ class DataConfig(Block):
     segmentation: bool = False
     """Also store the keras_png_slices_seg_* masks beside the slices."""
     split: SplitFractions = SplitFractions()
-    seed: int = 42
+    seed: NonNegInt = 42
     images_per_shard: PosInt = 4096
     workers: NonNegInt = 0
     """Decoding processes; 0 means one per CPU core."""
