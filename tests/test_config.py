@@ -1,0 +1,89 @@
+"""params.yaml validation: the shipped file is valid and every kind of mistake names its key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from oasis_vqvae.config import Params, flatten, load_params
+from oasis_vqvae.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_params_are_valid_and_complete():
+    params = load_params(REPO / "params.yaml")
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(shipped) == set(Params.model_fields)
+    # Every key of the schema is spelled out in params.yaml, so users see what they can set.
+    flat_shipped = {k for k in flatten(params)}
+    assert flat_shipped == set(_dotted(shipped))
+
+
+def _dotted(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _dotted(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def test_overrides_are_typed_from_yaml():
+    params = load_params(
+        REPO / "params.yaml",
+        [
+            "data.image_size=128",
+            "data.split.validate=0.15",
+            "data.split.test=0.05",
+            "vqvae.filters=[16, 32, 64]",
+            "data.oasis1.demographics=/x/oasis.csv",
+        ],
+    )
+    assert params.data.image_size == 128
+    assert params.data.split.validation == 0.15
+    assert params.vqvae.filters == (16, 32, 64)
+    assert params.data.oasis1.demographics == "/x/oasis.csv"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.image_size=100", "data.image_size: must be a power of two, got 100"),
+        ("data.image_size=abc", "data.image_size: input should be a valid integer"),
+        ("data.split.train=1.5", "data.split.train: input should be less than or equal to 1"),
+        ("data.split.train=0.7", "data.split: train + validate + test must sum to 1"),
+        ("data.synthetic.subjects=-3", "data.synthetic.subjects: input should be greater"),
+        ("data.on_bad_file=ignore", "data.on_bad_file: input should be 'error' or 'skip'"),
+        ("data.imagesize=64", "data.imagesize: unknown key"),
+        ("data.oasis1.slice_range=[90, 10]", "data.oasis1: slice_range start must be below stop"),
+        ("vqvae.filters=[8, 8, 8, 8, 8]", "vqvae.filters: 5 down-samplings"),
+        ("pixelcnn.kernel_size=4", "pixelcnn.kernel_size: must be odd"),
+        ("generate.temperature=0", "generate.temperature: input should be greater than 0"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_params(REPO / "params.yaml", [override])
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_bad_override_syntax_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        load_params(REPO / "params.yaml", ["data.image_size"])
+    with pytest.raises(ConfigError, match="data.image_size is a value, not a block"):
+        load_params(REPO / "params.yaml", ["data.image_size.x=1"])
+    with pytest.raises(ConfigError, match="no such params file"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_missing_blocks_take_defaults(tmp_path):
+    small = tmp_path / "params.yaml"
+    small.write_text("data:\n  image_size: 32\n")
+    assert load_params(small).data.image_size == 32
+    assert load_params(small).vqvae == Params().vqvae
