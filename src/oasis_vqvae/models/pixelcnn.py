@@ -1,0 +1,273 @@
+"""PixelCNN prior over VQ-VAE code grids (plain and gated).
+
+The model reads an int32 grid of codes ``(B, H, W)`` (e.g. ``(B, 32, 32)``) and
+returns logits ``(B, H, W, K)`` over the ``K = num_embeddings`` codes. The logits at
+position ``(i, j)`` depend only on codes strictly before it in raster order
+(rows above, then the same row to the left), so ``p(codes) = prod p(c_ij | c_<ij)``
+and sampling goes position by position (see `oasis_vqvae.models.sampling`).
+
+Causality comes from masked convolutions (`MaskedConv2D`): the kernel is multiplied
+by a fixed 0/1 mask in every call, so it stays masked after training and the
+mask is rebuilt from the config (``mask_type``) when a ``.keras`` file loads.
+
+Layer structure (names, useful for a cached sampler):
+- plain: ``one_hot`` -> ``masked_a`` (type-A ``kernel_size`` conv, ReLU) ->
+  ``res_{i}`` blocks (``res_{i}_in`` 1x1 -> ``res_{i}_masked`` type-B 3x3 ->
+  ``res_{i}_out`` 1x1, ``res_{i}_add``) -> ``hidden_{i}`` 1x1 ReLU -> ``logits`` 1x1.
+- gated: ``one_hot`` -> ``gated_0`` (type A, ``kernel_size``) -> ``gated_{i}``
+  (type B, 3x3, i = 1..residual_blocks) -> ``hidden_{i}`` -> ``logits``; each
+  `GatedPixelBlock` maps ``[vertical, horizontal]`` stacks to new stacks.
+Every layer keeps the grid size (``padding="same"``, stride 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+__all__ = [
+    "GatedPixelBlock",
+    "MASK_TYPES",
+    "MaskedConv2D",
+    "OneHot",
+    "build_pixelcnn",
+    "causal_mask",
+]
+
+MASK_TYPES = ("A", "B", "vertical_A", "vertical_B")
+
+
+def causal_mask(kernel_size: int | Sequence[int], mask_type: str) -> np.ndarray:
+    """The 0/1 mask ``(kh, kw)`` float32 of a causal kernel centred at ``(kh//2, kw//2)``.
+
+    - "A": rows above the centre, and the centre row left of the centre
+      (the centre itself excluded; first layer, which sees the current code).
+    - "B": as "A" plus the centre (later layers).
+    - "vertical_A": all rows above the centre (full width); "vertical_B": rows up
+      to and including the centre row. Used by the gated vertical stack.
+
+    E.g. ``causal_mask(3, "A")`` is ``[[1, 1, 1], [1, 0, 0], [0, 0, 0]]``.
+    """
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    if kh % 2 == 0 or kw % 2 == 0 or kh < 1 or kw < 1:
+        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}.")
+    if mask_type not in MASK_TYPES:
+        raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}.")
+    ci, cj = kh // 2, kw // 2
+    mask = np.zeros((kh, kw), dtype="float32")
+    if mask_type.startswith("vertical"):
+        mask[: ci + (mask_type == "vertical_B"), :] = 1.0
+    else:
+        mask[:ci, :] = 1.0
+        mask[ci, : cj + (mask_type == "B")] = 1.0
+    return mask
+
+
+@keras.saving.register_keras_serializable(package="oasis_vqvae")
+class MaskedConv2D(layers.Conv2D):
+    """A stride-1 "same" `Conv2D` whose kernel is multiplied by `causal_mask`.
+
+    ``(B, H, W, C)`` -> ``(B, H, W, filters)``. Takes the `Conv2D` arguments plus
+    ``mask_type`` (see `causal_mask`); the kernel size must be odd.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int | Sequence[int],
+        mask_type: str = "B",
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("padding", "same")
+        super().__init__(filters, kernel_size, **kwargs)
+        if self.padding != "same" or tuple(self.strides) != (1, 1):
+            raise ValueError("MaskedConv2D needs padding='same' and strides=1.")
+        if self.data_format != "channels_last" or self.groups != 1:
+            raise ValueError("MaskedConv2D needs data_format='channels_last', groups=1.")
+        self.mask_type = mask_type
+        self._kernel_mask = causal_mask(self.kernel_size, mask_type)[:, :, None, None]
+
+    def convolution_op(self, inputs: Any, kernel: Any) -> Any:
+        """Convolve with the masked kernel (the stored kernel itself is never changed)."""
+        mask = ops.convert_to_tensor(self._kernel_mask, dtype=kernel.dtype)
+        return super().convolution_op(inputs, kernel * mask)
+
+    def get_config(self) -> dict[str, Any]:
+        """Conv2D's config plus ``mask_type``."""
+        return {**super().get_config(), "mask_type": self.mask_type}
+
+
+@keras.saving.register_keras_serializable(package="oasis_vqvae")
+class OneHot(layers.Layer):
+    """Int codes ``(B, H, W)`` -> one-hot float ``(B, H, W, num_classes)``."""
+
+    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+
+    def call(self, inputs: Any) -> Any:
+        """One-hot encode the codes."""
+        return ops.one_hot(ops.cast(inputs, "int32"), self.num_classes, dtype=self.compute_dtype)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        """``(B, H, W)`` -> ``(B, H, W, num_classes)``."""
+        return (*input_shape, self.num_classes)
+
+    def get_config(self) -> dict[str, Any]:
+        """Layer config plus ``num_classes``."""
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+def _gate(x: Any) -> Any:
+    """Gated activation: tanh(first half of channels) * sigmoid(second half)."""
+    a, b = ops.split(x, 2, axis=-1)
+    return ops.tanh(a) * ops.sigmoid(b)
+
+
+@keras.saving.register_keras_serializable(package="oasis_vqvae")
+class GatedPixelBlock(layers.Layer):
+    """One unconditional layer of the Gated PixelCNN.
+
+    From van den Oord et al. 2016, "Conditional Image Generation with PixelCNN
+    Decoders", figure 2.
+
+    Inputs ``[v, h]`` ``(B, H, W, C)`` each -> outputs ``[v', h']`` ``(B, H, W, filters)``:
+
+        v_pre = vertical(v)                 # k x k, rows above only (masked)
+        v'    = tanh * sigmoid(v_pre)
+        h_pre = horizontal(h) + v_to_h(v_pre)   # 1 x k row conv + 1x1 link
+        h'    = h_out(tanh * sigmoid(h_pre)) (+ h if mask_type == "B")
+
+    The vertical stack at ``(i, j)`` depends only on rows ``< i`` (type "vertical_A"
+    on the first layer, "vertical_B" on stacked ones), which plays the role of the
+    paper's down-shift, so linking it into the horizontal stack at the same
+    position is causal. The horizontal stack sees its own row left of ``j``
+    (type "A" first, "B" later). Together they cover every earlier position in the
+    receptive field: no blind spot. ``mask_type="A"`` is the first layer (no
+    residual: its input holds the current code); "B" layers add a residual.
+    """
+
+    def __init__(
+        self, filters: int, kernel_size: int = 3, mask_type: str = "B", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if mask_type not in ("A", "B"):
+            raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}.")
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.mask_type = mask_type
+        k, f2 = self.kernel_size, 2 * self.filters
+        self.vertical = MaskedConv2D(f2, (k, k), mask_type=f"vertical_{mask_type}", name="vertical")
+        self.horizontal = MaskedConv2D(f2, (1, k), mask_type=mask_type, name="horizontal")
+        self.vertical_to_horizontal = layers.Conv2D(f2, 1, name="v_to_h")
+        self.horizontal_out = layers.Conv2D(self.filters, 1, name="h_out")
+
+    def build(self, input_shape: Sequence[tuple]) -> None:
+        """Build the four convolutions for ``[v_shape, h_shape]``."""
+        v_shape, h_shape = (tuple(s) for s in input_shape)
+        if self.mask_type == "B" and h_shape[-1] != self.filters:
+            raise ValueError(
+                f"A type-B gated block needs {self.filters} horizontal input "
+                f"channels for its residual, got {h_shape[-1]}."
+            )
+        self.vertical.build(v_shape)
+        self.horizontal.build(h_shape)
+        self.vertical_to_horizontal.build((*v_shape[:-1], 2 * self.filters))
+        self.horizontal_out.build((*h_shape[:-1], self.filters))
+
+    def call(self, inputs: Sequence[Any]) -> list[Any]:
+        """``[v, h]`` -> ``[v', h']``."""
+        v_in, h_in = inputs
+        # Vertical stack.
+        v = self.vertical(v_in)
+        # Horizontal stack, fed by the vertical one.
+        h = self.horizontal(h_in) + self.vertical_to_horizontal(v)
+        h_out = self.horizontal_out(_gate(h))
+        if self.mask_type == "B":
+            h_out = h_out + h_in
+        return [_gate(v), h_out]
+
+    def compute_output_shape(self, input_shape: Sequence[tuple]) -> list[tuple]:
+        """Both stacks get ``filters`` channels."""
+        v_shape, h_shape = (tuple(s) for s in input_shape)
+        return [(*v_shape[:-1], self.filters), (*h_shape[:-1], self.filters)]
+
+    def get_config(self) -> dict[str, Any]:
+        """Layer config plus ``filters``, ``kernel_size`` and ``mask_type``."""
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "mask_type": self.mask_type,
+        }
+
+
+def _residual_block(x: Any, filters: int, name: str) -> Any:
+    """Keras-example residual block: 1x1 -> masked 3x3 (B) -> 1x1, plus the input."""
+    h = layers.Conv2D(filters // 2, 1, activation="relu", name=f"{name}_in")(x)
+    h = MaskedConv2D(filters // 2, 3, mask_type="B", activation="relu", name=f"{name}_masked")(h)
+    h = layers.Conv2D(filters, 1, activation="relu", name=f"{name}_out")(h)
+    return layers.Add(name=f"{name}_add")([x, h])
+
+
+def build_pixelcnn(
+    grid_shape: Sequence[int],
+    num_embeddings: int,
+    filters: int = 128,
+    residual_blocks: int = 2,
+    kernel_size: int = 7,
+    hidden_layers: int = 2,
+    gated: bool = False,
+    name: str = "pixelcnn",
+) -> keras.Model:
+    """PixelCNN: int32 codes ``(B, H, W)`` -> logits ``(B, H, W, num_embeddings)``.
+
+    Args:
+        grid_shape: ``(H, W)`` of the VQ-VAE's latent grid, e.g. ``(32, 32)``.
+        num_embeddings: Codebook size ``K``; codes are in ``[0, K)``.
+        filters: Width of the network.
+        residual_blocks: Type-B residual blocks (plain) or gated layers (gated).
+        kernel_size: Odd size of the first (type-A) masked convolution.
+        hidden_layers: 1x1 ReLU convolutions before the output.
+        gated: Gated PixelCNN (vertical/horizontal stacks, no blind spot) instead
+            of the plain PixelCNN (whose stacked masks leave a blind spot up-right).
+        name: Model name.
+
+    The output is logits (no softmax): train with
+    ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)`` on
+    ``(codes, codes)`` pairs.
+    """
+    height, width = (int(s) for s in grid_shape)
+    if height < 1 or width < 1:
+        raise ValueError(f"grid_shape must be positive, got {tuple(grid_shape)}.")
+    if int(num_embeddings) < 2:
+        raise ValueError(f"num_embeddings must be >= 2, got {num_embeddings}.")
+    if filters < 2:
+        raise ValueError(f"filters must be >= 2, got {filters}.")
+    if kernel_size < 3 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}.")
+    if residual_blocks < 0 or hidden_layers < 0:
+        raise ValueError("residual_blocks and hidden_layers must be >= 0.")
+
+    inputs = keras.Input((height, width), dtype="int32", name="codes")
+    x = OneHot(num_embeddings, name="one_hot")(inputs)
+    if gated:
+        # Vertical and horizontal stacks.
+        v, h = GatedPixelBlock(filters, kernel_size, "A", name="gated_0")([x, x])
+        for i in range(1, residual_blocks + 1):
+            v, h = GatedPixelBlock(filters, 3, "B", name=f"gated_{i}")([v, h])
+        x = h
+    else:
+        # Type-A masked convolution, then type-B residual blocks.
+        x = MaskedConv2D(filters, kernel_size, mask_type="A", activation="relu", name="masked_a")(x)
+        for i in range(residual_blocks):
+            x = _residual_block(x, filters, name=f"res_{i}")
+    # Per-position head.
+    for i in range(hidden_layers):
+        x = layers.Conv2D(filters, 1, activation="relu", name=f"hidden_{i}")(x)
+    logits = layers.Conv2D(num_embeddings, 1, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, logits, name=name)

@@ -1,0 +1,349 @@
+"""VQ-VAE: encoder, vector quantizer, decoder, and a trainer for `fit`.
+
+For images of shape ``(S, S, C)`` and ``filters=(32, 64)`` (two stride-2
+convolutions), the encoder maps ``(B, S, S, C)`` to a latent grid
+``(B, S/4, S/4, embedding_dim)``; the quantizer snaps every latent vector to one of
+``num_embeddings`` codes; the decoder maps the grid back to ``(B, S, S, C)`` in
+``[0, 1]`` (sigmoid output). E.g. 128x128 slices become 32x32 grids of codes.
+
+All models are plain Keras functional models made of built-in layers and the
+registered `VectorQuantizer`, so ``.keras`` files load with ``safe_mode=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from oasis_vqvae.models.quantizer import VectorQuantizer
+
+__all__ = [
+    "VQVAETrainer",
+    "build_decoder",
+    "build_encoder",
+    "build_vqvae",
+    "decode_codes",
+    "encode_codes",
+    "latent_grid_shape",
+]
+
+
+def latent_grid_shape(
+    image_size: int | Sequence[int], filters: Sequence[int] = (32, 64)
+) -> tuple[int, int]:
+    """Latent grid ``(h, w)`` for an image size; raises ValueError if impossible.
+
+    E.g. ``latent_grid_shape(128, (32, 64)) == (32, 32)``.
+    """
+    height, width = _as_hw(image_size)
+    if len(filters) < 1 or any(int(f) < 1 for f in filters):
+        raise ValueError(f"filters must be a non-empty list of positive ints, got {filters}.")
+    factor = 2 ** len(filters)
+    if height % factor or width % factor:
+        raise ValueError(
+            f"image_size {height}x{width} is not divisible by 2**len(filters) = "
+            f"{factor} ({len(filters)} stride-2 convolutions)."
+        )
+    if height // factor < 2 or width // factor < 2:
+        raise ValueError(
+            f"image_size {height}x{width} with {len(filters)} downsamplings gives a "
+            f"{height // factor}x{width // factor} latent grid; at least 2x2 is needed."
+        )
+    return height // factor, width // factor
+
+
+def _as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, (int, np.integer)):
+        size = (int(image_size), int(image_size))
+    else:
+        size = tuple(int(s) for s in image_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"image_size must be a positive int or (height, width), got {image_size}.")
+    return size  # type: ignore[return-value]
+
+
+def _residual_block(x: Any, filters: int, residual_filters: int, name: str) -> Any:
+    """Residual block ``x + conv1x1(leaky_relu(conv3x3(x)))``, shape ``(B, h, w, filters)``."""
+    h = layers.Conv2D(residual_filters, 3, padding="same", name=f"{name}_conv3x3")(x)
+    h = layers.LeakyReLU(name=f"{name}_act")(h)
+    h = layers.Conv2D(filters, 1, name=f"{name}_conv1x1")(h)
+    return layers.Add(name=f"{name}_add")([x, h])
+
+
+def build_encoder(
+    image_size: int | Sequence[int],
+    channels: int = 1,
+    filters: Sequence[int] = (32, 64),
+    residual_blocks: int = 2,
+    residual_filters: int = 32,
+    embedding_dim: int = 16,
+) -> keras.Model:
+    """Encoder ``(B, S, S, channels)`` -> ``(B, S/2**n, S/2**n, embedding_dim)``.
+
+    ``n = len(filters)`` stride-2 4x4 convolutions (ReLU), ``residual_blocks``
+    residual blocks at width ``filters[-1]``, a leaky ReLU, then a 1x1
+    convolution to ``embedding_dim`` (linear: these are the vectors to quantize).
+    """
+    height, width = _as_hw(image_size)
+    latent_grid_shape((height, width), filters)
+    inputs = keras.Input((height, width, channels), name="images")
+    x = inputs
+    # Downsampling.
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(
+            int(f), 4, strides=2, padding="same", activation="relu", name=f"down_{i}"
+        )(x)
+    # Residual stack.
+    for i in range(residual_blocks):
+        x = _residual_block(x, int(filters[-1]), residual_filters, name=f"res_{i}")
+    x = layers.LeakyReLU(name="res_out")(x)
+    # Projection to the embedding space.
+    outputs = layers.Conv2D(embedding_dim, 1, name="pre_quantization")(x)
+    return keras.Model(inputs, outputs, name="encoder")
+
+
+def build_decoder(
+    image_size: int | Sequence[int],
+    channels: int = 1,
+    filters: Sequence[int] = (32, 64),
+    residual_blocks: int = 2,
+    residual_filters: int = 32,
+    embedding_dim: int = 16,
+) -> keras.Model:
+    """Decoder ``(B, S/2**n, S/2**n, embedding_dim)`` -> ``(B, S, S, channels)``.
+
+    Mirrors the encoder: a 3x3 convolution to ``filters[-1]``, the residual
+    blocks and a leaky ReLU, stride-2 4x4 transposed convolutions (ReLU) with
+    ``reversed(filters)``, and a 3x3 convolution to ``channels`` with a sigmoid
+    (images live in [0, 1]).
+    """
+    latent_h, latent_w = latent_grid_shape(image_size, filters)
+    inputs = keras.Input((latent_h, latent_w, embedding_dim), name="quantized")
+    x = layers.Conv2D(int(filters[-1]), 3, padding="same", name="post_quantization")(inputs)
+    # Residual stack.
+    for i in range(residual_blocks):
+        x = _residual_block(x, int(filters[-1]), residual_filters, name=f"res_{i}")
+    x = layers.LeakyReLU(name="res_out")(x)
+    # Upsampling.
+    for i, f in enumerate(reversed(filters)):
+        x = layers.Conv2DTranspose(
+            int(f), 4, strides=2, padding="same", activation="relu", name=f"up_{i}"
+        )(x)
+    # Output image; float32 even under a mixed-precision policy.
+    outputs = layers.Conv2D(
+        channels,
+        3,
+        padding="same",
+        activation="sigmoid",
+        dtype="float32",
+        name="reconstruction",
+    )(x)
+    return keras.Model(inputs, outputs, name="decoder")
+
+
+def build_vqvae(
+    image_size: int | Sequence[int],
+    channels: int = 1,
+    filters: Sequence[int] = (32, 64),
+    residual_blocks: int = 2,
+    residual_filters: int = 32,
+    embedding_dim: int = 16,
+    num_embeddings: int = 128,
+    beta: float = 0.25,
+    ema: bool = False,
+    ema_decay: float = 0.99,
+    dead_code_threshold: float = 0.0,
+    seed: int | None = None,
+) -> keras.Model:
+    """The VQ-VAE ``(B, S, S, channels)`` -> reconstructions ``(B, S, S, channels)``.
+
+    A model named "vqvae" whose layers "encoder" (model), "vector_quantizer"
+    (`VectorQuantizer`) and "decoder" (model) are reachable with
+    ``model.get_layer(name)``. The quantizer's losses are in ``model.losses``
+    after a call. ``seed`` seeds the codebook and dead-code restarts (the conv
+    weights follow Keras' global seed, ``keras.utils.set_random_seed``).
+    """
+    arch = dict(
+        image_size=image_size,
+        channels=channels,
+        filters=filters,
+        residual_blocks=residual_blocks,
+        residual_filters=residual_filters,
+        embedding_dim=embedding_dim,
+    )
+    encoder = build_encoder(**arch)
+    decoder = build_decoder(**arch)
+    quantizer = VectorQuantizer(
+        num_embeddings,
+        embedding_dim,
+        beta=beta,
+        ema=ema,
+        ema_decay=ema_decay,
+        dead_code_threshold=dead_code_threshold,
+        seed=seed,
+        name="vector_quantizer",
+    )
+    inputs = keras.Input(encoder.input_shape[1:], name="images")
+    outputs = decoder(quantizer(encoder(inputs)))
+    return keras.Model(inputs, outputs, name="vqvae")
+
+
+@keras.saving.register_keras_serializable(package="oasis_vqvae")
+class VQVAETrainer(keras.Model):
+    """Trains a VQ-VAE built by `build_vqvae` with ``compile`` + ``fit``.
+
+    Batches are images ``(B, S, S, C)`` float32 in [0, 1] (a tuple's first element
+    is used, so ``(x, y)`` datasets work too). The loss is
+        loss = reconstruction_loss + codebook_loss + beta * commitment_loss
+    with ``reconstruction_loss = mean((x - x_hat)^2) / data_variance``. The default
+    ``data_variance=1.0`` gives plain MSE; passing the training set's pixel
+    variance (as the Keras example does) weights reconstruction more.
+
+    Metrics (``keras.metrics.Mean``, epoch means in ``fit`` logs and History):
+    ``loss``, ``reconstruction_loss``, ``codebook_loss``, ``commitment_loss``
+    (unweighted by beta), ``perplexity``, ``codes_in_use`` (fraction of the
+    codebook used in a batch); validation also reports ``ssim`` (mean
+    ``tf.image.ssim`` with max_val=1; images of at least 11x11) as ``val_ssim``.
+    Values of the last batch alone: `last_batch_logs`.
+
+    Only ``vqvae`` is worth saving: ``trainer.vqvae.save("vqvae.keras")``.
+    """
+
+    STAT_NAMES = (
+        "loss",
+        "reconstruction_loss",
+        "codebook_loss",
+        "commitment_loss",
+        "perplexity",
+        "codes_in_use",
+    )
+
+    def __init__(self, vqvae: keras.Model, data_variance: float = 1.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        if data_variance <= 0:
+            raise ValueError(f"data_variance must be > 0, got {data_variance}.")
+        for name in ("encoder", "vector_quantizer", "decoder"):
+            try:
+                vqvae.get_layer(name)
+            except ValueError as error:
+                raise ValueError(
+                    f"vqvae must have a layer named '{name}' (use build_vqvae)."
+                ) from error
+        self.vqvae = vqvae
+        self.data_variance = float(data_variance)
+        self.built = vqvae.built  # nothing of its own to build
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.STAT_NAMES}
+        self.ssim_tracker = keras.metrics.Mean(name="ssim")
+        self.last_batch = {
+            name: keras.Variable(
+                0.0, trainable=False, aggregation="only_first_replica", name=f"last_{name}"
+            )
+            for name in self.STAT_NAMES
+        }
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        """The trackers, listed so that Keras resets them every epoch."""
+        return [*self.trackers.values(), self.ssim_tracker]
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        """Reconstructions of ``inputs`` by the wrapped VQ-VAE."""
+        return self.vqvae(inputs, training=training)
+
+    def _forward(self, x: Any, training: bool) -> tuple[Any, dict[str, Any]]:
+        """Reconstructions and the loss terms of one batch."""
+        z = self.vqvae.get_layer("encoder")(x, training=training)
+        vq = self.vqvae.get_layer("vector_quantizer")(z, training=training, return_dict=True)
+        reconstructions = self.vqvae.get_layer("decoder")(vq["quantized"], training=training)
+        reconstruction_loss = (
+            ops.mean(ops.square(x - ops.cast(reconstructions, x.dtype))) / self.data_variance
+        )
+        stats = {
+            "loss": reconstruction_loss + vq["loss"],
+            "reconstruction_loss": reconstruction_loss,
+        }
+        stats.update({name: vq[name] for name in self.STAT_NAMES[2:]})  # the quantizer's
+        return reconstructions, stats
+
+    def _record(self, stats: dict[str, Any]) -> dict[str, Any]:
+        for name, value in stats.items():
+            self.trackers[name].update_state(value)
+            self.last_batch[name].assign(ops.cast(value, "float32"))
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        """One optimisation step on a batch; returns the epoch-mean metrics."""
+        x = _images(data)
+        # Forward pass.
+        with tf.GradientTape() as tape:
+            _, stats = self._forward(x, training=True)
+        # Backpropagation.
+        variables = self.vqvae.trainable_variables
+        grads = tape.gradient(stats["loss"], variables)
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return self._record(stats)
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        """Evaluate a batch (no codebook updates); adds ``ssim``."""
+        x = _images(data)
+        reconstructions, stats = self._forward(x, training=False)
+        ssim = tf.image.ssim(x, ops.cast(reconstructions, x.dtype), max_val=1.0)
+        self.ssim_tracker.update_state(ops.mean(ssim))
+        logs = self._record(stats)
+        return {**logs, "ssim": self.ssim_tracker.result()}
+
+    def last_batch_logs(self) -> dict[str, float]:
+        """Raw (not epoch-averaged) values of the last train/test batch."""
+        return {name: float(v.numpy()) for name, v in self.last_batch.items()}
+
+    def get_config(self) -> dict[str, Any]:
+        """The wrapped VQ-VAE (serialised) and ``data_variance``."""
+        return {
+            **super().get_config(),
+            "vqvae": keras.saving.serialize_keras_object(self.vqvae),
+            "data_variance": self.data_variance,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> VQVAETrainer:
+        """Rebuild the trainer and its VQ-VAE from `get_config`."""
+        config = dict(config)
+        vqvae = keras.saving.deserialize_keras_object(config.pop("vqvae"))
+        return cls(vqvae, **config)
+
+
+def _images(data: Any) -> Any:
+    """The image tensor of a batch given as ``x``, ``(x,)`` or ``(x, y)``."""
+    if isinstance(data, (tuple, list)):
+        data = data[0]
+    return ops.cast(data, "float32")
+
+
+def encode_codes(vqvae: keras.Model, images: Any, batch_size: int = 32) -> np.ndarray:
+    """Code grids of images: ``(N, S, S, C)`` in [0, 1] -> int32 ``(N, h, w)``."""
+    encoder = vqvae.get_layer("encoder")
+    quantizer = vqvae.get_layer("vector_quantizer")
+    images = np.asarray(images, dtype="float32")
+    grid = encoder.output_shape[1:3]
+    chunks = [np.zeros((0, *grid), dtype="int32")]
+    for start in range(0, len(images), batch_size):
+        z = encoder(images[start : start + batch_size], training=False)
+        chunks.append(np.asarray(quantizer.get_code_indices(z), dtype="int32"))
+    return np.concatenate(chunks)
+
+
+def decode_codes(vqvae: keras.Model, codes: Any, batch_size: int = 32) -> np.ndarray:
+    """Images of code grids: int ``(N, h, w)`` -> float32 ``(N, S, S, C)`` in [0, 1]."""
+    decoder = vqvae.get_layer("decoder")
+    quantizer = vqvae.get_layer("vector_quantizer")
+    codes = np.asarray(codes, dtype="int32")
+    chunks = [np.zeros((0, *decoder.output_shape[1:]), dtype="float32")]
+    for start in range(0, len(codes), batch_size):
+        quantized = quantizer.quantize_indices(codes[start : start + batch_size])
+        chunks.append(np.asarray(decoder(quantized, training=False), dtype="float32"))
+    return np.concatenate(chunks)

@@ -1,0 +1,133 @@
+"""PixelCNN: masks, strict raster causality, no blind spot (gated), shapes, saving."""
+
+import keras
+import numpy as np
+import pytest
+
+from oasis_vqvae.models import MaskedConv2D, build_pixelcnn, causal_mask
+
+GRID = (5, 6)
+K = 5
+TOL = 1e-5  # masked taps contribute exact zeros, up to convolution-algorithm round-off
+
+
+def _model(gated: bool, kernel_size: int = 3, **kwargs) -> keras.Model:
+    arch = dict(filters=16, residual_blocks=2, hidden_layers=1)
+    return build_pixelcnn(GRID, K, kernel_size=kernel_size, gated=gated, **{**arch, **kwargs})
+
+
+def _logit_changes(model: keras.Model, codes: np.ndarray, positions) -> np.ndarray:
+    """max |delta logits| per grid position (P, H, W) when the code at each position changes."""
+    batch = np.repeat(codes[None], len(positions) + 1, axis=0)
+    for n, (i, j) in enumerate(positions, start=1):
+        batch[n, i, j] = (batch[n, i, j] + 1) % K
+    logits = np.asarray(model(batch))
+    return np.abs(logits[1:] - logits[:1]).max(axis=-1)
+
+
+def test_causal_masks():
+    np.testing.assert_array_equal(causal_mask(3, "A"), [[1, 1, 1], [1, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(causal_mask(3, "B"), [[1, 1, 1], [1, 1, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(causal_mask((1, 3), "A"), [[1, 0, 0]])
+    np.testing.assert_array_equal(causal_mask(3, "vertical_A"), [[1, 1, 1], [0, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(causal_mask(3, "vertical_B"), [[1, 1, 1], [1, 1, 1], [0, 0, 0]])
+    assert causal_mask(7, "A").sum() == 3 * 7 + 3
+    with pytest.raises(ValueError, match="odd"):
+        causal_mask(4, "A")
+    with pytest.raises(ValueError, match="mask_type"):
+        causal_mask(3, "C")
+    with pytest.raises(ValueError, match="strides"):
+        MaskedConv2D(4, 3, strides=2)
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+@pytest.mark.parametrize("kernel_size", [3, 5, 7])
+def test_strict_raster_causality(gated, kernel_size):
+    model = _model(gated, kernel_size)
+    codes = np.random.default_rng(kernel_size).integers(0, K, size=GRID).astype("int32")
+    h, w = GRID
+    positions = [(0, 0), (0, w - 1), (2, 0), (2, 3), (3, w - 1), (h - 1, 0)]
+    changes = _logit_changes(model, codes, positions)
+    raster = np.arange(h * w).reshape(GRID)
+
+    for (i, j), change in zip(positions, changes, strict=True):
+        p = raster[i, j]
+        assert change[raster <= p].max() <= TOL, f"logits at or before {(i, j)} changed"
+        # The check has teeth: the next position on the row (or below) sees the change.
+        nxt = (i, j + 1) if j + 1 < w else (i + 1, j)
+        assert change[nxt] > 100 * TOL, f"{nxt} ignores {(i, j)}"
+
+
+def test_gated_has_no_blind_spot():
+    # The code just up-right of (i, j), at (i - 1, j + 2), lies in the blind spot of a
+    # plain PixelCNN with 3x3 masks however deep it is; the gated stacks see it.
+    codes = np.random.default_rng(1).integers(0, K, size=GRID).astype("int32")
+    i, j = 2, 1
+    for gated in (False, True):
+        changes = _logit_changes(_model(gated, kernel_size=3), codes, [(i - 1, j + 2)])[0]
+        if gated:
+            assert changes[i, j] > 100 * TOL
+        else:
+            assert changes[i, j] <= TOL
+
+
+def test_gated_sees_every_earlier_position_in_its_window():
+    model = _model(True, kernel_size=3, residual_blocks=3)
+    codes = np.random.default_rng(2).integers(0, K, size=GRID).astype("int32")
+    i, j = 3, 2
+    earlier = [(r, c) for r in range(i - 2, i) for c in range(GRID[1])] + [(i, c) for c in range(j)]
+    changes = _logit_changes(model, codes, earlier)
+    assert all(change[i, j] > 100 * TOL for change in changes)
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_output_shape_and_logits(gated):
+    model = _model(gated)
+    codes = np.zeros((3, *GRID), "int32")
+    logits = np.asarray(model(codes))
+    assert logits.shape == (3, *GRID, K)
+    assert logits.dtype == np.float32
+    assert model.name == "pixelcnn"
+    assert model.input.dtype == "int32"
+    assert not np.allclose(logits.sum(-1), 1.0)  # logits, not probabilities
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_training_lowers_loss_and_keeps_causality(gated):
+    model = _model(gated)
+    rng = np.random.default_rng(3)
+    # Codes that repeat the row above: predictable from the past only.
+    first_rows = rng.integers(0, K, size=(16, 1, GRID[1]))
+    codes = np.repeat(first_rows, GRID[0], axis=1).astype("int32")
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = model.fit(codes, codes, epochs=15, batch_size=16, verbose=0).history
+    assert history["loss"][-1] < 0.7 * history["loss"][0]
+    changes = _logit_changes(model, codes[0], [(2, 3)])[0]
+    raster = np.arange(np.prod(GRID)).reshape(GRID)
+    assert changes[raster <= raster[2, 3]].max() <= TOL
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_save_and_load_with_safe_mode(tmp_path, gated):
+    model = _model(gated, kernel_size=5)
+    path = tmp_path / "pixelcnn.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    codes = np.random.default_rng(4).integers(0, K, size=(2, *GRID)).astype("int32")
+    np.testing.assert_array_equal(np.asarray(loaded(codes)), np.asarray(model(codes)))
+    masked = [layer for layer in loaded._flatten_layers() if isinstance(layer, MaskedConv2D)]
+    assert masked and all(layer.mask_type in ("A", "B", "vertical_A", "vertical_B")
+                          for layer in masked)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(num_embeddings=1), dict(kernel_size=4), dict(kernel_size=1), dict(filters=1),
+     dict(residual_blocks=-1)],
+)  # fmt: skip
+def test_invalid_arguments_raise(kwargs):
+    with pytest.raises(ValueError):
+        build_pixelcnn(GRID, **{"num_embeddings": K, **kwargs})
