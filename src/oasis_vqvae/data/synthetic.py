@@ -147,7 +147,7 @@ def sample_subject(seed: int, subject: int) -> SubjectAnatomy:
             float(rng.uniform(10.0, 25.0)),
             float(wm * rng.uniform(0.68, 0.76)),
         ),
-        noise_sigma=float(rng.uniform(2.0, 6.0)),
+        noise_sigma=float(rng.uniform(1.0, 3.0)),
         bias=tuple(float(b) for b in rng.normal(0.0, [0.08, 0.08, 0.06, 0.05, 0.05])),
     )
 
@@ -194,7 +194,9 @@ def _render(
         tissue = _paint(tissue, *fossa)
     img = _paint(_head_layers(subject, r, head, edge), tissue, _ramp(inner_skull - r, edge))
     img = img * _bias_field(subject, frame.x, frame.y)
-    return _rician_uint8(img, subject.noise_sigma, rng)
+    noisy = _rician_uint8(img, subject.noise_sigma, rng)
+    # Outside the head the slices are exactly black, as in the masked OASIS PNG slices.
+    return np.where(_ramp(head - r, edge) > 0, noisy, 0).astype(np.uint8)
 
 
 def generate_subject_slices(seed: int, subject: int, slices: int, image_size: int) -> np.ndarray:
