@@ -23,10 +23,17 @@ $(INSTALLED): pyproject.toml constraints.txt
 install: $(INSTALLED) ## create .venv and install the project with its locked dependencies
 
 demo: $(INSTALLED) ## run the whole pipeline (dvc repro) on the built-in synthetic data
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
 	@echo
 	@echo "Outputs:"
-	@echo "  dataset   data/dataset/ (manifest.json, TFRecord shards)"
+	@echo "  dataset       data/dataset/         manifest.json + TFRecord shards per split"
+	@echo "  VQ-VAE        models/vqvae/         vqvae.keras, loss_curves.png, reconstructions.png"
+	@echo "  codes         data/codes/           integer code grids per split, usage.png"
+	@echo "  PixelCNN      models/pixelcnn/      pixelcnn.keras, loss_curves.png"
+	@echo "  samples       outputs/samples/      sample_NNNN.png, grid.png"
+	@echo "  evaluation    outputs/eval/         metrics.json, ssim_histogram.png, worst_reconstructions.png"
+	@echo "  MLflow runs   make ui, then open http://127.0.0.1:5000"
 
 test: $(INSTALLED) ## run the whole test suite
 	$(BIN)/python -m pytest
@@ -38,6 +45,13 @@ lint: $(INSTALLED) ## ruff checks
 format: $(INSTALLED) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix src tests benchmarks pipelines components
 	$(BIN)/ruff format src tests benchmarks pipelines components
+
+ui: $(INSTALLED) ## start the MLflow UI on the local tracking store (http://127.0.0.1:5000)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \
+		--backend-store-uri sqlite:///mlflow/mlflow.db \
+		--default-artifact-root "$(CURDIR)/mlflow/artifacts" \
+		--serve-artifacts --artifacts-destination mlflow/artifacts \
+		--host 127.0.0.1 --port 5000 --workers 1
 
 bench: $(INSTALLED) ## run the speed benchmarks (each prints a ratio against its baseline)
 	$(BIN)/python benchmarks/ingest.py

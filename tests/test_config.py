@@ -87,3 +87,9 @@ def test_missing_blocks_take_defaults(tmp_path):
     small.write_text("data:\n  image_size: 32\n")
     assert load_params(small).data.image_size == 32
     assert load_params(small).vqvae == Params().vqvae
+
+
+def test_oasis_preset_is_valid_and_full_size():
+    params = load_params(REPO / "params" / "oasis.yaml")
+    assert params.data.image_size == 256
+    assert params.vqvae.filters == (32, 64)

@@ -27,10 +27,69 @@ Examples:
 """
 
 
-def _ingest(params: Params, args: argparse.Namespace) -> None:
-    from oasis_vqvae.stages.ingest import ingest
+# Each stage: (help, description, {flag: help of the input it reads}, out help, runner).
+STAGES: dict[str, tuple[str, str, dict[str, str], str]] = {
+    "ingest": (
+        "read OASIS slices (or make synthetic ones) into a sharded dataset",
+        "Read brain MRI slices from data.source and write a dataset of TFRecord shards per "
+        "split plus manifest.json. data.source is 'synthetic' (built-in procedural slices), a "
+        "folder or .zip of the preprocessed OASIS PNG slices (keras_png_slices_{train,validate,"
+        "test}/), a folder of raw OASIS-1 discs (oasis_cross-sectional_discN.tar.gz or "
+        "extracted), or any of these at a gs:// URI.",
+        {},
+        "dataset directory to write",
+    ),
+    "train-vqvae": (
+        "train the VQ-VAE on the dataset's train split",
+        "Train the VQ-VAE (params block vqvae) on the train split, validating each epoch, and "
+        "keep the best weights. Checkpoints every epoch; rerun after an interruption to resume.",
+        {"--data": "dataset directory written by ingest"},
+        "model directory to write (vqvae.keras, history.csv, plots, metrics.json)",
+    ),
+    "extract-codes": (
+        "encode every slice into its grid of discrete codes",
+        "Encode every slice of every split with the VQ-VAE's encoder and quantizer and store "
+        "the integer code grids, one array per split, with a codebook-usage histogram.",
+        {"--data": "dataset directory written by ingest", "--vqvae": "VQ-VAE model directory"},
+        "codes directory to write (train.npy, validate.npy, test.npy, codes.json, usage.png)",
+    ),
+    "train-pixelcnn": (
+        "train the PixelCNN prior on the code grids",
+        "Train the PixelCNN (params block pixelcnn) on train codes, validating on validate "
+        "codes (NLL in bits per code). Checkpoints every epoch; rerun to resume.",
+        {"--codes": "codes directory written by extract-codes"},
+        "model directory to write (pixelcnn.keras, history.csv, plots, metrics.json)",
+    ),
+    "generate": (
+        "sample new slices from the PixelCNN and decode them",
+        "Sample generate.count code grids from the PixelCNN at generate.temperature with "
+        "generate.seed, decode them with the VQ-VAE and write PNGs plus a grid image.",
+        {"--vqvae": "VQ-VAE model directory", "--pixelcnn": "PixelCNN model directory"},
+        "samples directory to write (sample_NNNN.png, grid.png, codes.npy)",
+    ),
+    "evaluate": (
+        "measure reconstructions (SSIM, PSNR, MSE) and samples",
+        "Reconstruct the whole test split and score it (SSIM, PSNR, MSE, codebook perplexity) "
+        "and score each sample by its SSIM to the nearest test slice; write metrics.json and "
+        "figures; end the MLflow pipeline run with these metrics.",
+        {
+            "--data": "dataset directory written by ingest",
+            "--vqvae": "VQ-VAE model directory",
+            "--samples": "samples directory written by generate",
+        },
+        "evaluation directory to write (metrics.json, figures)",
+    ),
+}
 
-    ingest(params.data, args.out)
+
+def _run_stage(params: Params, args: argparse.Namespace) -> None:
+    from oasis_vqvae.stages import stage_function
+
+    inputs = {
+        flag.removeprefix("--"): getattr(args, flag.removeprefix("--"))
+        for flag in STAGES[args.command][2]
+    }
+    stage_function(args.command)(params, **inputs, out=args.out)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -63,20 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
 
-    ingest = commands.add_parser(
-        "ingest",
-        help="read OASIS slices (or make synthetic ones) into a sharded dataset",
-        description="Read brain MRI slices from data.source and write a dataset of TFRecord "
-        "shards per split plus manifest.json. data.source is 'synthetic' (built-in "
-        "procedural slices), a folder or .zip of the preprocessed OASIS PNG slices "
-        "(keras_png_slices_{train,validate,test}/), a folder of raw OASIS-1 discs "
-        "(oasis_cross-sectional_discN.tar.gz or extracted), or any of these at a gs:// URI.",
-    )
-    _add_common(ingest)
-    ingest.add_argument(
-        "--out", required=True, metavar="DIR", help="dataset directory to write (replaced atomically)"
-    )
-    ingest.set_defaults(run=_ingest)
+    for name, (summary, description, inputs, out_help) in STAGES.items():
+        stage = commands.add_parser(name, help=summary, description=description)
+        _add_common(stage)
+        for flag, help_text in inputs.items():
+            stage.add_argument(flag, required=True, metavar="DIR", help=help_text)
+        stage.add_argument(
+            "--out", required=True, metavar="DIR", help=f"{out_help}; replaced atomically"
+        )
+        stage.set_defaults(run=_run_stage)
     return parser
 
 

@@ -116,10 +116,11 @@ class VQVAEConfig(Block):
     beta: Annotated[float, Field(ge=0.0)] = 0.25
     quantizer: Literal["ema", "plain"] = "ema"
     ema_decay: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.99
-    dead_code_threshold: Annotated[float, Field(ge=0.0)] = 0.01
+    dead_code_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    """Restart a code whose usage falls below this share of uniform use (1/K); 0 disables."""
     epochs: PosInt = 20
     batch_size: PosInt = 32
-    learning_rate: Annotated[float, Field(gt=0.0)] = 2e-4
+    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
     seed: int = 0
 
 

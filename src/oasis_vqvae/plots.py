@@ -1,0 +1,102 @@
+"""Figures people would rather look at than read: loss curves, image grids, histograms.
+
+Every function writes one PNG and returns its path; nothing is shown on screen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, also on machines without a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def training_curves(history: pd.DataFrame, path: Path, title: str) -> Path:
+    """One panel per metric of a Keras history (train and ``val_`` curves together)."""
+    names = [c for c in history.columns if c != "epoch" and not c.startswith("val_")]
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    epochs = history["epoch"] + 1 if "epoch" in history else np.arange(1, len(history) + 1)
+    for ax, name in zip(axes.flat, names, strict=False):
+        ax.plot(epochs, history[name], label="train")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], label="validate")
+        ax.set_title(name.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def image_grid(
+    images: np.ndarray, path: Path, title: str, labels: Sequence[str] | None = None, cols: int = 8
+) -> Path:
+    """Grayscale images (N, H, W) or (N, H, W, 1), values in [0, 1], in a grid."""
+    images = np.asarray(images).reshape(len(images), *np.shape(images)[1:3])
+    cols = max(1, min(cols, len(images)))
+    rows = max(1, math.ceil(len(images) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows + 0.5), squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index < len(images):
+            ax.imshow(images[index], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            if labels is not None:
+                ax.set_title(labels[index], fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def paired_grid(
+    top: np.ndarray, bottom: np.ndarray, path: Path, title: str, labels: Sequence[str] = ()
+) -> Path:
+    """Originals (top row) above their reconstructions (bottom row)."""
+    cols = len(top)
+    names = list(labels) + [""] * cols if labels else None
+    return image_grid(np.concatenate([top, bottom]), path, title, labels=names, cols=cols)
+
+
+def histogram(
+    values: np.ndarray, path: Path, title: str, xlabel: str, bins: int | Sequence[float] = 40
+) -> Path:
+    """A histogram of one array of values."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(np.asarray(values).ravel(), bins=bins, color="#4c72b0")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def code_usage(counts: Mapping[str, np.ndarray], path: Path, title: str) -> Path:
+    """Bar chart of how often each codebook entry is used, one series per split."""
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    width = 0.8 / max(1, len(counts))
+    for offset, (name, values) in enumerate(counts.items()):
+        share = np.asarray(values, dtype=float) / max(1, np.sum(values))
+        ax.bar(np.arange(len(share)) + offset * width, share, width=width, label=name)
+    ax.set_title(title)
+    ax.set_xlabel("code index")
+    ax.set_ylabel("share of positions")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

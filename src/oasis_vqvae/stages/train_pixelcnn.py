@@ -1,0 +1,98 @@
+"""Stage train-pixelcnn: learn the distribution of the VQ-VAE's code grids."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from oasis_vqvae import plots, tracking, training
+from oasis_vqvae.config import Params, PixelCNNConfig
+from oasis_vqvae.stages.common import PIXELCNN_FILE, seed_everything, write_metrics
+from oasis_vqvae.stages.extract_codes import load_codes, read_codes_manifest
+from oasis_vqvae.storage import atomic_directory
+
+log = logging.getLogger(__name__)
+
+
+def train_pixelcnn(params: Params, codes: str | Path, out: str | Path) -> Path:
+    """Train the PixelCNN prior on train codes, validated on validate codes.
+
+    ``out`` gets ``pixelcnn.keras`` (outputs logits over the codebook), ``history.csv``,
+    ``loss_curves.png`` and ``metrics.json`` with the validation NLL in bits per code.
+    Resumes an interrupted run.
+    """
+    import keras
+
+    cfg, codes, out = params.pixelcnn, Path(codes), Path(out)
+    manifest = read_codes_manifest(codes)
+    train_codes, val_codes = load_codes(codes, "train"), load_codes(codes, "validate")
+    seed_everything(cfg.seed)
+    model = build_model(cfg, tuple(manifest["grid_shape"]), manifest["num_embeddings"])
+    with tracking.stage_run("train-pixelcnn", params, blocks=("pixelcnn",)) as run:
+        model.compile(
+            optimizer=keras.optimizers.Adam(cfg.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        train = _dataset(train_codes, cfg.batch_size, shuffle_seed=cfg.seed)
+        validation = _dataset(val_codes, cfg.batch_size)
+        workdir = training.checkpoint_dir(out)
+        history = training.fit_resumable(
+            model, train, validation,
+            epochs=cfg.epochs, workdir=workdir,
+            key=training.run_key(cfg.model_dump(mode="json"), _digest(train_codes)),
+            monitor="val_loss", mode="min", run=run,
+        )  # fmt: skip
+        # Cross-entropy in nats per code -> bits per code, the usual unit for likelihoods.
+        history["bits_per_code"] = history["loss"] / math.log(2)
+        history["val_bits_per_code"] = history["val_loss"] / math.log(2)
+        best = history.loc[history["val_loss"].idxmin()]
+        metrics = {
+            "best_epoch": int(best["epoch"]) + 1,
+            "val_bits_per_code": float(best["val_bits_per_code"]),
+            "train_bits_per_code": float(best["bits_per_code"]),
+        }
+        with atomic_directory(out) as tmp:
+            model.save(tmp / PIXELCNN_FILE)
+            history.to_csv(tmp / "history.csv", index=False)
+            plots.training_curves(history, tmp / "loss_curves.png", "PixelCNN training")
+            write_metrics(tmp, metrics)
+        run.log_metrics(metrics)
+        run.log_artifacts(out / "history.csv", out / "loss_curves.png")
+        run.log_model(model, "pixelcnn")
+        training.clear(workdir)
+    log.info(
+        "train-pixelcnn: validation %.3f bits per code -> %s", metrics["val_bits_per_code"], out
+    )
+    return out
+
+
+def build_model(cfg: PixelCNNConfig, grid_shape: tuple[int, int], num_embeddings: int):  # noqa: ANN201
+    """The PixelCNN of ``cfg`` over ``grid_shape`` code grids."""
+    from oasis_vqvae.models import build_pixelcnn
+
+    return build_pixelcnn(
+        grid_shape=grid_shape,
+        num_embeddings=num_embeddings,
+        filters=cfg.filters,
+        residual_blocks=cfg.residual_blocks,
+        kernel_size=cfg.kernel_size,
+        hidden_layers=cfg.hidden_layers,
+        gated=cfg.gated,
+    )
+
+
+def _dataset(codes: np.ndarray, batch_size: int, shuffle_seed: int | None = None):  # noqa: ANN202
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((codes, codes))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(codes), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _digest(codes: np.ndarray) -> str:
+    return hashlib.sha256(codes.tobytes()).hexdigest()

@@ -1,0 +1,112 @@
+"""Stage train-vqvae: learn to compress slices into a grid of discrete codes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from oasis_vqvae import plots, tracking, training
+from oasis_vqvae.config import Params, VQVAEConfig
+from oasis_vqvae.data.shards import load_split, read_manifest
+from oasis_vqvae.errors import ConfigError
+from oasis_vqvae.stages.common import VQVAE_FILE, seed_everything, write_metrics
+from oasis_vqvae.storage import atomic_directory
+
+log = logging.getLogger(__name__)
+
+GRID_IMAGES = 8
+
+
+def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
+    """Train the VQ-VAE on the train split of ``data``; write the model and its report to ``out``.
+
+    ``out`` gets ``vqvae.keras``, ``history.csv`` (one row per epoch), ``loss_curves.png``,
+    ``reconstructions.png`` (validation slices above their reconstructions) and
+    ``metrics.json`` (the best epoch's validation metrics). Resumes an interrupted run.
+    """
+    import keras
+
+    from oasis_vqvae.models import VQVAETrainer
+
+    cfg, data, out = params.vqvae, Path(data), Path(out)
+    manifest = read_manifest(data)
+    image_size = int(manifest["image_shape"][0])
+    seed_everything(cfg.seed)
+    model = build_model(cfg, image_size)  # fails on a misfit before any training
+    with tracking.stage_run("train-vqvae", params, blocks=("vqvae",)) as run:
+        run.tag_pipeline({"data_hash": manifest["content_hash"]})
+        train = load_split(data, "train", batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+        validation = load_split(data, "validate", batch_size=cfg.batch_size)
+        trainer = VQVAETrainer(model, data_variance=_pixel_variance(train))
+        trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
+        trainer.build((None, image_size, image_size, 1))
+        workdir = training.checkpoint_dir(out)
+        history = training.fit_resumable(
+            trainer, train, validation,
+            epochs=cfg.epochs, workdir=workdir,
+            key=training.run_key(cfg.model_dump(mode="json"), manifest["content_hash"]),
+            monitor="val_loss", mode="min", run=run,
+        )  # fmt: skip
+        best = history.loc[history["val_loss"].idxmin()]
+        metrics = {
+            "best_epoch": int(best["epoch"]) + 1,
+            "val_loss": float(best["val_loss"]),
+            "val_ssim": float(best["val_ssim"]),
+            "val_perplexity": float(best["val_perplexity"]),
+            "val_codes_in_use": float(best["val_codes_in_use"]),
+        }
+        with atomic_directory(out) as tmp:
+            model.save(tmp / VQVAE_FILE)
+            history.to_csv(tmp / "history.csv", index=False)
+            plots.training_curves(history, tmp / "loss_curves.png", "VQ-VAE training")
+            originals = next(iter(validation.unbatch().batch(GRID_IMAGES)))
+            reconstructions = model.predict(originals, verbose=0)
+            plots.paired_grid(
+                np.asarray(originals), reconstructions, tmp / "reconstructions.png",
+                "Validation slices (top) and their VQ-VAE reconstructions (bottom)",
+            )  # fmt: skip
+            write_metrics(tmp, metrics)
+        run.log_metrics(metrics)
+        run.log_artifacts(out / "history.csv", out / "loss_curves.png", out / "reconstructions.png")
+        run.log_model(model, "vqvae")
+        training.clear(workdir)
+    log.info(
+        "train-vqvae: val SSIM %.3f after %d epochs -> %s", metrics["val_ssim"], cfg.epochs, out
+    )
+    return out
+
+
+def build_model(cfg: VQVAEConfig, image_size: int):  # noqa: ANN201 (keras.Model, imported lazily)
+    """The VQ-VAE of ``cfg`` for square slices of ``image_size``; a ConfigError if it can't fit."""
+    from oasis_vqvae.models import build_vqvae
+
+    try:
+        return build_vqvae(
+            image_size=image_size,
+            filters=cfg.filters,
+            residual_blocks=cfg.residual_blocks,
+            residual_filters=cfg.residual_filters,
+            embedding_dim=cfg.embedding_dim,
+            num_embeddings=cfg.num_embeddings,
+            beta=cfg.beta,
+            ema=cfg.quantizer == "ema",
+            ema_decay=cfg.ema_decay,
+            dead_code_threshold=cfg.dead_code_threshold,
+            seed=cfg.seed,
+        )
+    except ValueError as err:
+        raise ConfigError(f"vqvae: {err} (dataset slices are {image_size}x{image_size})") from None
+
+
+def _pixel_variance(train) -> float:  # noqa: ANN001 (tf.data.Dataset)
+    """Pixel variance of the train split: the reconstruction loss is MSE / variance."""
+    count = total = total_sq = 0.0
+    for batch in train.take(64):
+        pixels = np.asarray(batch, dtype=np.float64)
+        count += pixels.size
+        total += pixels.sum()
+        total_sq += np.square(pixels).sum()
+    mean = total / max(count, 1.0)
+    return max(total_sq / max(count, 1.0) - mean**2, 1e-6)

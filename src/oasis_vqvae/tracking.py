@@ -1,0 +1,258 @@
+"""MLflow tracking: one parent run per pipeline run, one child run per stage that ran.
+
+Stages run as separate processes (``dvc repro``, Kubeflow tasks), so a stage finds the
+parent run of its pipeline run by a key:
+
+- ``MLFLOW_RUN_ID`` if set (Kubeflow's MLflow integration injects it): that run is the
+  parent, and this project never ends it;
+- else ``OASIS_PIPELINE_RUN_ID`` if set (the Kubeflow pipeline sets it to its run id);
+- else a hash of the validated params, the git commit and the DVC experiment name, so the
+  stages of one ``dvc repro`` / ``dvc exp run`` share a parent.
+
+A RUNNING parent with the key is joined, otherwise a new one is started. The evaluate stage
+logs the final metrics to the parent and ends it; a failing stage ends it as FAILED. A stage
+killed mid-way leaves its child RUNNING, and the rerun continues that child run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from oasis_vqvae.config import Params, TrackingConfig, flatten
+from oasis_vqvae.errors import OasisError
+
+log = logging.getLogger(__name__)
+
+PIPELINE_RUN_ENV = "OASIS_PIPELINE_RUN_ID"
+KEY_TAG = "oasis.pipeline_key"
+STAGE_TAG = "oasis.stage"
+ROLE_TAG = "oasis.role"
+REGISTERED_MODELS = {"vqvae": "oasis-vqvae", "pixelcnn": "oasis-pixelcnn"}
+
+
+class TrackingError(OasisError):
+    """The tracking server is unreachable or refuses the request."""
+
+
+class StageRun:
+    """The MLflow child run of one stage; its methods do nothing when tracking is off."""
+
+    def __init__(self, run_id: str | None = None, parent_id: str | None = None) -> None:
+        self.run_id = run_id
+        self.parent_id = parent_id
+
+    @property
+    def active(self) -> bool:
+        """False when tracking is disabled."""
+        return self.run_id is not None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log metrics on the stage run; ``step`` is the epoch for per-epoch metrics."""
+        if self.active:
+            import mlflow
+
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifacts(self, *paths: Path, folder: str | None = None) -> None:
+        """Log files, or every file of a directory, as artifacts of the stage run."""
+        if not self.active:
+            return
+        import mlflow
+
+        for path in paths:
+            if path.is_dir():
+                mlflow.log_artifacts(str(path), artifact_path=folder)
+            elif path.exists():
+                mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def log_model(self, model: Any, kind: str) -> None:
+        """Log a Keras model and register it as ``oasis-<kind>``, linked to this run."""
+        if not self.active:
+            return
+        import keras
+        import mlflow.keras
+        import tensorflow as tf
+
+        mlflow.keras.log_model(
+            model,
+            name=kind,
+            registered_model_name=REGISTERED_MODELS[kind],
+            # Explicit requirements: inferring them would reload the model in a subprocess.
+            pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+        )
+
+    def tag_pipeline(self, tags: Mapping[str, str]) -> None:
+        """Tag the parent run, e.g. with the data hash every stage of the run shares."""
+        if self.parent_id is not None:
+            from mlflow import MlflowClient
+
+            for key, value in tags.items():
+                MlflowClient().set_tag(self.parent_id, key, value)
+
+    def finish_pipeline(self, metrics: Mapping[str, float]) -> None:
+        """Log the pipeline's final metrics on the parent run and end it (evaluate stage)."""
+        if self.parent_id is None:
+            return
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        for key, value in metrics.items():
+            client.log_metric(self.parent_id, key, float(value))
+        if not os.environ.get("MLFLOW_RUN_ID"):
+            client.set_terminated(self.parent_id, "FINISHED")
+
+    def keras_callback(self) -> Any:
+        """A Keras callback logging every epoch's metrics with the epoch as step."""
+        import keras
+
+        stage_run = self
+
+        class EpochMetrics(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+                stage_run.log_metrics(logs or {}, step=epoch)
+
+        return EpochMetrics()
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Params, blocks: tuple[str, ...] = ()) -> Iterator[StageRun]:
+    """Track one stage as a child run of its pipeline run; log ``blocks`` of params on it.
+
+    Fails at once, before any work, if a remote tracking server is unreachable.
+    """
+    config = params.tracking
+    if not config.enabled:
+        yield StageRun()
+        return
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri(config)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    experiment_id = _experiment_id(client, config.experiment, uri)
+    parent_id = _parent_run(client, experiment_id, params)
+    child_id = _child_run(client, experiment_id, parent_id, stage)
+    try:
+        with mlflow.start_run(run_id=child_id):
+            mlflow.log_params(
+                {
+                    k: v
+                    for block in blocks
+                    for k, v in flatten(getattr(params, block), f"{block}.").items()
+                }
+            )
+            yield StageRun(child_id, parent_id)
+    except BaseException:
+        if not os.environ.get("MLFLOW_RUN_ID"):
+            client.set_terminated(parent_id, "FAILED")
+        raise
+
+
+def tracking_uri(config: TrackingConfig) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else params' tracking.tracking_uri."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or config.tracking_uri
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raise TrackingError unless an http(s) tracking server answers its health check."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        response = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)
+        response.raise_for_status()
+    except requests.RequestException as err:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({type(err).__name__}); start it, fix "
+            "MLFLOW_TRACKING_URI / tracking.tracking_uri, or set tracking.enabled=false"
+        ) from None
+
+
+def _experiment_id(client: Any, name: str, uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = None
+    if uri.startswith("sqlite:///"):
+        # Keep artifacts beside the embedded store rather than in ./mlruns.
+        store = Path(uri.removeprefix("sqlite:///")).resolve()
+        location = (store.parent / "artifacts").as_uri()
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def _parent_run(client: Any, experiment_id: str, params: Params) -> str:
+    injected = os.environ.get("MLFLOW_RUN_ID")
+    if injected:
+        return injected
+    key = pipeline_key(params)
+    running = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
+        max_results=1,
+    )
+    if running:
+        return str(running[0].info.run_id)
+    tags = {KEY_TAG: key, ROLE_TAG: "pipeline", "git_commit": _git_commit() or "unknown"}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    run = client.create_run(experiment_id, run_name=_parent_name(), tags=tags)
+    for name, value in flatten(params).items():
+        client.log_param(run.info.run_id, name, value)
+    log.info("MLflow: started pipeline run %s", run.info.run_id)
+    return str(run.info.run_id)
+
+
+def _child_run(client: Any, experiment_id: str, parent_id: str, stage: str) -> str:
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    interrupted = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}' and tags.`{STAGE_TAG}` = '{stage}' "
+            "and attributes.status = 'RUNNING'"
+        ),
+        max_results=1,
+    )
+    if interrupted:
+        log.info("MLflow: continuing the interrupted %s run", stage)
+        return str(interrupted[0].info.run_id)
+    tags = {MLFLOW_PARENT_RUN_ID: parent_id, STAGE_TAG: stage, ROLE_TAG: "stage"}
+    return str(client.create_run(experiment_id, run_name=stage, tags=tags).info.run_id)
+
+
+def pipeline_key(params: Params) -> str:
+    """Identity of the pipeline run the current stage belongs to (see the module docstring)."""
+    explicit = os.environ.get(PIPELINE_RUN_ENV)
+    if explicit:
+        return explicit
+    identity = {
+        "params": params.model_dump(mode="json", by_alias=True),
+        "git_commit": _git_commit(),
+        "dvc_experiment": os.environ.get("DVC_EXP_NAME"),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _parent_name() -> str:
+    return os.environ.get("DVC_EXP_NAME") or os.environ.get(PIPELINE_RUN_ENV) or "pipeline"
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip()

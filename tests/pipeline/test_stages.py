@@ -1,0 +1,139 @@
+"""The five model stages, run as library functions in order on a tiny dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from oasis_vqvae.errors import ConfigError
+from oasis_vqvae.stages.evaluate import evaluate
+from oasis_vqvae.stages.extract_codes import extract_codes
+from oasis_vqvae.stages.generate import generate
+from oasis_vqvae.stages.train_pixelcnn import train_pixelcnn
+from oasis_vqvae.stages.train_vqvae import train_vqvae
+from oasis_vqvae.tracking import TrackingError
+from oasis_vqvae.training import checkpoint_dir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_dataset, tiny_params) -> Path:
+    """Every stage after ingest, once, in one directory."""
+    root = tmp_path_factory.mktemp("stages")
+    params = tiny_params()
+    train_vqvae(params, tiny_dataset, root / "vqvae")
+    extract_codes(params, tiny_dataset, root / "vqvae", root / "codes")
+    train_pixelcnn(params, root / "codes", root / "pixelcnn")
+    generate(params, root / "vqvae", root / "pixelcnn", root / "samples")
+    evaluate(params, tiny_dataset, root / "vqvae", root / "samples", root / "eval")
+    return root
+
+
+def test_train_vqvae_writes_model_history_and_plots(run_dir):
+    out = run_dir / "vqvae"
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [0, 1]
+    for column in (
+        "loss",
+        "reconstruction_loss",
+        "codebook_loss",
+        "commitment_loss",
+        "perplexity",
+        "codes_in_use",
+        "val_ssim",
+    ):
+        assert column in history and history[column].notna().all(), column
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 < metrics["val_ssim"] <= 1.0
+    for png in ("loss_curves.png", "reconstructions.png"):
+        assert Image.open(out / png).size[0] > 100
+    assert not checkpoint_dir(out).exists(), "checkpoints are removed after success"
+
+
+def test_models_load_in_safe_mode(run_dir):
+    vqvae = keras.models.load_model(run_dir / "vqvae" / "vqvae.keras", safe_mode=True)
+    assert vqvae.output_shape == (None, 32, 32, 1)
+    pixelcnn = keras.models.load_model(run_dir / "pixelcnn" / "pixelcnn.keras", safe_mode=True)
+    assert pixelcnn.output_shape == (None, 8, 8, 16)
+
+
+def test_extract_codes_covers_every_split(run_dir, tiny_dataset):
+    manifest = json.loads((tiny_dataset / "manifest.json").read_text())
+    codes_json = json.loads((run_dir / "codes" / "codes.json").read_text())
+    assert codes_json["grid_shape"] == [8, 8] and codes_json["num_embeddings"] == 16
+    for split in ("train", "validate", "test"):
+        codes = np.load(run_dir / "codes" / f"{split}.npy")
+        assert codes.dtype == np.uint8
+        assert codes.shape == (manifest["counts"][split], 8, 8)
+        assert codes.max() < 16
+    assert (run_dir / "codes" / "usage.png").exists()
+
+
+def test_pixelcnn_reports_bits_per_code(run_dir):
+    history = pd.read_csv(run_dir / "pixelcnn" / "history.csv")
+    assert len(history) == 2
+    metrics = json.loads((run_dir / "pixelcnn" / "metrics.json").read_text())
+    # A uniform guess over 16 codes costs 4 bits; any trained model is in (0, ~5).
+    assert 0.0 < metrics["val_bits_per_code"] < 6.0
+
+
+def test_generate_writes_count_samples(run_dir):
+    files = sorted((run_dir / "samples").glob("sample_*.png"))
+    assert len(files) == 4
+    image = Image.open(files[0])
+    assert image.mode == "L" and image.size == (32, 32)
+    codes = np.load(run_dir / "samples" / "codes.npy")
+    assert codes.shape == (4, 8, 8)
+    assert (run_dir / "samples" / "grid.png").exists()
+
+
+def test_generate_is_reproducible(run_dir, tmp_path, tiny_params):
+    params = tiny_params()
+    generate(params, run_dir / "vqvae", run_dir / "pixelcnn", tmp_path / "again")
+    again = np.load(tmp_path / "again" / "codes.npy")
+    assert np.array_equal(again, np.load(run_dir / "samples" / "codes.npy"))
+
+
+def test_evaluate_metrics(run_dir):
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    for key in (
+        "ssim_mean",
+        "ssim_std",
+        "ssim_min",
+        "psnr_mean",
+        "mse_mean",
+        "perplexity_test",
+        "nearest_test_ssim_mean",
+    ):
+        assert np.isfinite(metrics[key]), key
+    assert -1.0 <= metrics["ssim_min"] <= metrics["ssim_mean"] <= 1.0
+    assert metrics["mse_mean"] > 0 and metrics["psnr_mean"] > 0
+    assert 1.0 <= metrics["perplexity_test"] <= 16.0
+    for png in ("ssim_histogram.png", "worst_reconstructions.png"):
+        assert (run_dir / "eval" / png).exists()
+
+
+def test_model_that_does_not_fit_the_images_fails_before_training(
+    tiny_dataset, tmp_path, tiny_params
+):
+    # Params alone allow it (5 halvings of 128 px leave 4x4), but the dataset's slices are 32 px.
+    params = tiny_params("data.image_size=128", "vqvae.filters=[8, 8, 8, 8, 8]")
+    with pytest.raises(ConfigError, match="vqvae"):
+        train_vqvae(params, tiny_dataset, tmp_path / "vqvae")
+    assert not (tmp_path / "vqvae").exists()
+    assert not checkpoint_dir(tmp_path / "vqvae").exists()
+
+
+def test_unreachable_tracking_server_fails_before_training(
+    tiny_dataset, tmp_path, tiny_params, free_port, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    params = tiny_params("tracking.enabled=true")
+    with pytest.raises(TrackingError, match="unreachable"):
+        train_vqvae(params, tiny_dataset, tmp_path / "vqvae")
+    assert not checkpoint_dir(tmp_path / "vqvae").exists()
