@@ -49,7 +49,7 @@ def test_train_vqvae_writes_model_history_and_plots(run_dir):
     ):
         assert column in history and history[column].notna().all(), column
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0.0 < metrics["val_ssim"] <= 1.0
+    assert 0.0 < metrics["best_val_ssim"] <= 1.0
     for png in ("loss_curves.png", "reconstructions.png"):
         assert Image.open(out / png).size[0] > 100
     assert not checkpoint_dir(out).exists(), "checkpoints are removed after success"
@@ -79,7 +79,7 @@ def test_pixelcnn_reports_bits_per_code(run_dir):
     assert len(history) == 2
     metrics = json.loads((run_dir / "pixelcnn" / "metrics.json").read_text())
     # A uniform guess over 16 codes costs 4 bits; any trained model is in (0, ~5).
-    assert 0.0 < metrics["val_bits_per_code"] < 6.0
+    assert 0.0 < metrics["best_val_bits_per_code"] < 6.0
 
 
 def test_generate_writes_count_samples(run_dir):

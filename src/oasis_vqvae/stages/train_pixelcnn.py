@@ -52,20 +52,27 @@ def train_pixelcnn(params: Params, codes: str | Path, out: str | Path) -> Path:
         best = history.loc[history["val_loss"].idxmin()]
         metrics = {
             "best_epoch": int(best["epoch"]) + 1,
-            "val_bits_per_code": float(best["val_bits_per_code"]),
-            "train_bits_per_code": float(best["bits_per_code"]),
+            "best_val_bits_per_code": float(best["val_bits_per_code"]),
+            "best_train_bits_per_code": float(best["bits_per_code"]),
         }
         with atomic_directory(out) as tmp:
             model.save(tmp / PIXELCNN_FILE)
             history.to_csv(tmp / "history.csv", index=False)
             plots.training_curves(history, tmp / "loss_curves.png", "PixelCNN training")
             write_metrics(tmp, metrics)
+        for row in history.itertuples():
+            run.log_metrics(
+                {"bits_per_code": row.bits_per_code, "val_bits_per_code": row.val_bits_per_code},
+                step=int(row.epoch),
+            )
         run.log_metrics(metrics)
         run.log_artifacts(out / "history.csv", out / "loss_curves.png")
         run.log_model(model, "pixelcnn")
         training.clear(workdir)
     log.info(
-        "train-pixelcnn: validation %.3f bits per code -> %s", metrics["val_bits_per_code"], out
+        "train-pixelcnn: validation %.3f bits per code -> %s",
+        metrics["best_val_bits_per_code"],
+        out,
     )
     return out
 

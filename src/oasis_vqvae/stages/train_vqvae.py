@@ -50,12 +50,9 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
             monitor="val_loss", mode="min", run=run,
         )  # fmt: skip
         best = history.loc[history["val_loss"].idxmin()]
-        metrics = {
-            "best_epoch": int(best["epoch"]) + 1,
-            "val_loss": float(best["val_loss"]),
-            "val_ssim": float(best["val_ssim"]),
-            "val_perplexity": float(best["val_perplexity"]),
-            "val_codes_in_use": float(best["val_codes_in_use"]),
+        metrics = {"best_epoch": int(best["epoch"]) + 1} | {
+            f"best_{name}": float(best[name])
+            for name in ("val_loss", "val_ssim", "val_perplexity", "val_codes_in_use")
         }
         with atomic_directory(out) as tmp:
             model.save(tmp / VQVAE_FILE)
@@ -73,7 +70,10 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
         run.log_model(model, "vqvae")
         training.clear(workdir)
     log.info(
-        "train-vqvae: val SSIM %.3f after %d epochs -> %s", metrics["val_ssim"], cfg.epochs, out
+        "train-vqvae: val SSIM %.3f after %d epochs -> %s",
+        metrics["best_val_ssim"],
+        cfg.epochs,
+        out,
     )
     return out
 
