@@ -323,6 +323,10 @@ def load_split(
         records = records.shuffle(min(manifest["counts"][split], SHUFFLE_BUFFER), seed=seed)
     if repeat:
         records = records.repeat()
+    else:
+        # Reading TFRecord shards hides the size; Keras needs it, or its per-epoch metrics
+        # count one phantom step at the end of every pass.
+        records = records.apply(tf.data.experimental.assert_cardinality(manifest["counts"][split]))
 
     def decode(serialized: tf.Tensor) -> Any:
         example = _parse(serialized)
