@@ -13,10 +13,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
-
-import mlflow
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "mlflow" / "server.sh"

@@ -116,6 +116,8 @@ class VQVAEConfig(Block):
     beta: Annotated[float, Field(ge=0.0)] = 0.25
     quantizer: Literal["ema", "plain"] = "ema"
     ema_decay: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.99
+    data_init: bool = True
+    """Start the codebook from encoder outputs of the first batch (no epochs lost to collapse)."""
     dead_code_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
     """Restart a code whose usage falls below this share of uniform use (1/K); 0 disables."""
     epochs: PosInt = 20

@@ -220,8 +220,55 @@ def test_get_config_round_trip():
         epsilon=1e-4,
         dead_code_threshold=0.1,
         seed=7,
+        data_init=True,
         name="vq",
     )
     clone = VectorQuantizer.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
     assert keras.saving.get_registered_name(VectorQuantizer) == "oasis_vqvae>VectorQuantizer"
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_data_init_sets_codebook_from_first_training_batch(rng, ema):
+    x = rng.normal(loc=5.0, size=(2, 4, 4, 3)).astype("float32")  # far from the init
+    layer = _built(shape=x.shape, num_embeddings=8, ema=ema, data_init=True)
+    before = layer.embeddings.numpy()
+    layer(x, training=False)  # inference never initialises
+    np.testing.assert_array_equal(layer.embeddings.numpy(), before)
+    assert float(layer.initialized.numpy()) == 0.0
+
+    out = layer(x, training=True, return_dict=True)
+    flat = x.reshape(-1, 3)
+    codebook = layer.embeddings.numpy()
+    assert float(layer.initialized.numpy()) == 1.0
+    if not ema:  # EMA moves the codes toward their cluster means after the init
+        # Every code is one of the batch's vectors.
+        assert all(np.any(np.all(np.isclose(flat, c), axis=1)) for c in codebook)
+    assert float(out["codes_in_use"]) > 0.5  # not collapsed onto one code
+    # Once only: a later, different batch leaves the (plain) codebook as it was.
+    if not ema:
+        layer(x + 100.0, training=True)
+        np.testing.assert_array_equal(layer.embeddings.numpy(), codebook)
+    # Deterministic given the seed.
+    again = _built(shape=x.shape, num_embeddings=8, ema=ema, data_init=True)
+    again(x, training=True)
+    np.testing.assert_array_equal(again.embeddings.numpy(), codebook)
+
+
+def test_data_init_in_a_compiled_train_step_and_round_trip(rng, tmp_path):
+    from oasis_vqvae.models import VQVAETrainer, build_vqvae
+
+    images = rng.uniform(size=(8, 16, 16, 1)).astype("float32")
+    model = build_vqvae(16, num_embeddings=8, ema=True, dead_code_threshold=0.5, seed=0,
+                        data_init=True)
+    trainer = VQVAETrainer(model)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    trainer.fit(images, epochs=1, batch_size=4, verbose=0)
+    quantizer = model.get_layer("vector_quantizer")
+    assert float(quantizer.initialized.numpy()) == 1.0
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    loaded_q = loaded.get_layer("vector_quantizer")
+    assert loaded_q.data_init and float(loaded_q.initialized.numpy()) == 1.0
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0),
+                               atol=1e-6)

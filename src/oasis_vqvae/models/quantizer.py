@@ -14,7 +14,9 @@ call contract:
   layer adds only ``beta * commitment``.
 
 Optionally, codes that fall out of use are restarted from encoder outputs of the
-current batch (``dead_code_threshold > 0``), a guard against codebook collapse.
+current batch (``dead_code_threshold > 0``), a guard against codebook collapse, and
+the codebook is initialised from encoder outputs of the first training batch
+(``data_init=True``), so training does not start with a collapsed codebook.
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ class VectorQuantizer(keras.layers.Layer):
         epsilon: Laplace smoothing of the EMA cluster sizes.
         dead_code_threshold: Usage threshold, relative to the uniform share, below
             which codes are restarted; 0 disables restarts. In [0, 1).
+        data_init: On the first training call, replace the codebook (and the EMA
+            statistics) by randomly chosen latent vectors of that batch, as many
+            VQ-VAE implementations do; an ``initialized`` flag (saved with the
+            weights) makes it happen once. Seeded and XLA-safe like the restarts.
         seed: Seed of the codebook initializer and of the restart draws.
         **kwargs: Base `keras.layers.Layer` arguments (``name``, ``dtype``...).
 
@@ -87,6 +93,7 @@ class VectorQuantizer(keras.layers.Layer):
         epsilon: float = 1e-5,
         dead_code_threshold: float = 0.0,
         seed: int | None = None,
+        data_init: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -110,7 +117,12 @@ class VectorQuantizer(keras.layers.Layer):
         self.epsilon = float(epsilon)
         self.dead_code_threshold = float(dead_code_threshold)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed) if self.restarts_enabled else None
+        self.data_init = bool(data_init)
+        self.seed_generator = (
+            keras.random.SeedGenerator(seed)
+            if self.restarts_enabled or self.data_init
+            else None
+        )
 
     @property
     def restarts_enabled(self) -> bool:
@@ -149,6 +161,15 @@ class VectorQuantizer(keras.layers.Layer):
                 **state,
             )
             self.ema_dw.assign(self.embeddings.value)
+        if self.data_init:
+            # 0 until the first training batch has initialised the codebook, then 1.
+            self.initialized = self.add_weight(
+                shape=(),
+                initializer="zeros",
+                trainable=False,
+                name="initialized",
+                **state,
+            )
         if self.restarts_enabled:
             self.usage = self.add_weight(
                 shape=(k,),
@@ -180,6 +201,8 @@ class VectorQuantizer(keras.layers.Layer):
         self._check_last_dim(inputs.shape[-1])
         z = ops.cast(inputs, "float32")
         flat = ops.reshape(z, (-1, self.embedding_dim))
+        if training and self.data_init:
+            self._init_from_data(flat)
 
         # Quantization.
         indices = self._nearest(flat)
@@ -233,6 +256,31 @@ class VectorQuantizer(keras.layers.Layer):
         self.ema_cluster_size.assign(cluster_size)
         self.ema_dw.assign(dw)
         self.embeddings.assign(dw / smoothed[:, None])
+
+    def _random_rows(self, flat: Any) -> Any:
+        """``K`` latent vectors ``(K, D)`` drawn from ``flat`` (zeros if it is empty)."""
+        n = ops.shape(flat)[0]
+        u = keras.random.uniform((self.num_embeddings,), seed=self.seed_generator)
+        rows = ops.minimum(
+            ops.cast(ops.floor(u * ops.cast(n, "float32")), "int32"), ops.maximum(n - 1, 0)
+        )
+        padded = ops.concatenate([flat, ops.zeros((1, self.embedding_dim))], axis=0)
+        return ops.stop_gradient(ops.take(padded, rows, axis=0))
+
+    def _init_from_data(self, flat: Any) -> None:
+        """Set the codebook to random vectors of the first non-empty training batch."""
+        todo = ops.logical_and(
+            self.initialized.value < 0.5, ops.cast(ops.shape(flat)[0], "float32") > 0
+        )
+        candidates = self._random_rows(flat)
+        self.embeddings.assign(ops.where(todo, candidates, self.embeddings.value))
+        if self.ema:
+            self.ema_dw.assign(ops.where(todo, candidates, self.ema_dw.value))
+            self.ema_cluster_size.assign(
+                ops.where(todo, ops.ones_like(self.ema_cluster_size.value),
+                          self.ema_cluster_size.value)
+            )
+        self.initialized.assign(ops.where(todo, 1.0, self.initialized.value))
 
     def _restart_dead_codes(self, flat: Any, counts: Any) -> None:
         """Re-initialise rarely used codes from random latent vectors of the batch."""
@@ -291,6 +339,7 @@ class VectorQuantizer(keras.layers.Layer):
             epsilon=self.epsilon,
             dead_code_threshold=self.dead_code_threshold,
             seed=self.seed,
+            data_init=self.data_init,
         )
         return config
 

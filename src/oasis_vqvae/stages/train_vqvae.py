@@ -94,6 +94,7 @@ def build_model(cfg: VQVAEConfig, image_size: int):  # noqa: ANN201 (keras.Model
             ema=cfg.quantizer == "ema",
             ema_decay=cfg.ema_decay,
             dead_code_threshold=cfg.dead_code_threshold,
+            data_init=cfg.data_init,
             seed=cfg.seed,
         )
     except ValueError as err:
