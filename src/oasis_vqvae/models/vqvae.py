@@ -7,7 +7,9 @@ convolutions), the encoder maps ``(B, S, S, C)`` to a latent grid
 ``[0, 1]`` (sigmoid output). E.g. 128x128 slices become 32x32 grids of codes.
 
 All models are plain Keras functional models made of built-in layers and the
-registered `VectorQuantizer`, so ``.keras`` files load with ``safe_mode=True``.
+registered `VectorQuantizer` and `Conv2D` (a `keras.layers.Conv2D` with the same
+weights and math whose train step is faster on CPU), so ``.keras`` files load with
+``safe_mode=True``.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class Conv2D(layers.Conv2D):
     - the bias is added with a plain broadcasting add (``AddV2``), not ``BiasAdd``: Keras
       turns ``ops.add(conv, bias)`` into ``BiasAdd``, whose gradient TensorFlow fuses
       with the kernel gradient into one ``Conv2DBackpropFilterWithBias`` oneDNN op that
-      is 2-5x slower than the two separate ops for these shapes;
+      is slower than the two separate ops, up to 5x for these shapes;
     - a 1x1 stride-1 convolution is a ``(B*H*W, C) @ (C, filters)`` matmul;
     - a stride-1 convolution with few outputs (``kh*kw*filters <= C``, e.g. the 3x3 conv
       from 32 channels to 1 that outputs images) first projects every pixel on all
@@ -175,9 +177,7 @@ def build_encoder(
     x = inputs
     # Downsampling.
     for i, f in enumerate(filters):
-        x = Conv2D(
-            int(f), 4, strides=2, padding="same", activation="relu", name=f"down_{i}"
-        )(x)
+        x = Conv2D(int(f), 4, strides=2, padding="same", activation="relu", name=f"down_{i}")(x)
     # Residual stack.
     for i in range(residual_blocks):
         x = _residual_block(x, int(filters[-1]), residual_filters, name=f"res_{i}")
