@@ -112,12 +112,12 @@ def cpu_seconds() -> float:
 
 def time_ingest(root: Path, out: Path, workers: int) -> Timing:
     from oasis_vqvae.config import DataConfig
-    from oasis_vqvae.stages.ingest import ingest
+    from oasis_vqvae.stages.ingest import write_dataset
 
     cfg = DataConfig.model_validate_json(
         f'{{"source": "{root}", "image_size": {SIZE}, "png_size": {SIZE}, "workers": {workers}}}'
     )
-    return measured(lambda: ingest(cfg, out))
+    return measured(lambda: write_dataset(cfg, out))
 
 
 def time_naive(paths: list[Path]) -> Timing:
