@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from oasis_vqvae.data.shards import load_split, read_manifest
 from oasis_vqvae.errors import DataError
 from oasis_vqvae.stages.common import VQVAE_FILE, load_model, write_metrics
 from oasis_vqvae.storage import atomic_directory
+
+if TYPE_CHECKING:  # heavy imports, loaded lazily at run time
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ def extract_codes(params: Params, data: str | Path, vqvae: str | Path, out: str 
     return out
 
 
-def encode_split(model, data: Path, split: str, batch_size: int) -> np.ndarray:  # noqa: ANN001
+def encode_split(model: keras.Model, data: Path, split: str, batch_size: int) -> np.ndarray:
     """Code grids ``(N, h, w)`` int32 of one split, encoded batch by batch."""
     from oasis_vqvae.models import encode_codes
 

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,10 @@ from oasis_vqvae.config import Params, PixelCNNConfig
 from oasis_vqvae.stages.common import PIXELCNN_FILE, seed_everything, write_metrics
 from oasis_vqvae.stages.extract_codes import load_codes, read_codes_manifest
 from oasis_vqvae.storage import atomic_directory
+
+if TYPE_CHECKING:  # heavy imports, loaded lazily at run time
+    import keras
+    import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,9 @@ def train_pixelcnn(params: Params, codes: str | Path, out: str | Path) -> Path:
     return out
 
 
-def build_model(cfg: PixelCNNConfig, grid_shape: tuple[int, int], num_embeddings: int):  # noqa: ANN201
+def build_model(
+    cfg: PixelCNNConfig, grid_shape: tuple[int, int], num_embeddings: int
+) -> keras.Model:
     """The PixelCNN of ``cfg`` over ``grid_shape`` code grids."""
     from oasis_vqvae.models import build_pixelcnn
 
@@ -92,7 +99,9 @@ def build_model(cfg: PixelCNNConfig, grid_shape: tuple[int, int], num_embeddings
     )
 
 
-def _dataset(codes: np.ndarray, batch_size: int, shuffle_seed: int | None = None):  # noqa: ANN202
+def _dataset(
+    codes: np.ndarray, batch_size: int, shuffle_seed: int | None = None
+) -> tf.data.Dataset:
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((codes, codes))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +14,10 @@ from oasis_vqvae.data.shards import load_split, read_manifest
 from oasis_vqvae.errors import ConfigError
 from oasis_vqvae.stages.common import VQVAE_FILE, seed_everything, write_metrics
 from oasis_vqvae.storage import atomic_directory
+
+if TYPE_CHECKING:  # heavy imports, loaded lazily at run time
+    import keras
+    import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +83,7 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
     return out
 
 
-def build_model(cfg: VQVAEConfig, image_size: int):  # noqa: ANN201 (keras.Model, imported lazily)
+def build_model(cfg: VQVAEConfig, image_size: int) -> keras.Model:
     """The VQ-VAE of ``cfg`` for square slices of ``image_size``; a ConfigError if it can't fit."""
     from oasis_vqvae.models import build_vqvae
 
@@ -101,7 +106,7 @@ def build_model(cfg: VQVAEConfig, image_size: int):  # noqa: ANN201 (keras.Model
         raise ConfigError(f"vqvae: {err} (dataset slices are {image_size}x{image_size})") from None
 
 
-def _pixel_variance(train) -> float:  # noqa: ANN001 (tf.data.Dataset)
+def _pixel_variance(train: tf.data.Dataset) -> float:
     """Pixel variance of the train split: the reconstruction loss is MSE / variance."""
     count = total = total_sq = 0.0
     for batch in train.take(64):
