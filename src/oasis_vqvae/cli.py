@@ -27,7 +27,7 @@ Examples:
 """
 
 
-# Each stage: (help, description, {flag: help of the input it reads}, out help, runner).
+# Each stage: (help, description, {flag: help of the input it reads}, help of --out).
 STAGES: dict[str, tuple[str, str, dict[str, str], str]] = {
     "ingest": (
         "read OASIS slices (or make synthetic ones) into a sharded dataset",

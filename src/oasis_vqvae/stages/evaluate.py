@@ -11,7 +11,7 @@ from oasis_vqvae import plots, tracking
 from oasis_vqvae.config import Params
 from oasis_vqvae.data.shards import load_images, read_manifest
 from oasis_vqvae.stages.common import VQVAE_FILE, load_model, write_metrics
-from oasis_vqvae.stages.extract_codes import encode_split, perplexity
+from oasis_vqvae.stages.extract_codes import perplexity
 from oasis_vqvae.stages.generate import load_samples
 from oasis_vqvae.storage import atomic_directory
 
@@ -28,6 +28,8 @@ def evaluate(
     SSIM is ``tf.image.ssim`` on images scaled to [0, 1] (max_val 1, 11x11 Gaussian window,
     sigma 1.5, k1 0.01, k2 0.03), computed per test slice and averaged.
     """
+    from oasis_vqvae.models import encode_codes
+
     cfg, data, out = params.evaluate, Path(data), Path(out)
     manifest = read_manifest(data)
     model = load_model(vqvae, VQVAE_FILE)
@@ -39,7 +41,7 @@ def evaluate(
         ssim = ssim_per_image(test, reconstructed)
         mse = np.mean(np.square(test - reconstructed), axis=(1, 2))
         psnr = 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
-        test_codes = encode_split(model, data, "test", cfg.batch_size)
+        test_codes = encode_codes(model, test[..., None], cfg.batch_size)  # already in memory
         usage = np.bincount(
             test_codes.ravel(), minlength=model.get_layer("vector_quantizer").num_embeddings
         )
