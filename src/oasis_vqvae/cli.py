@@ -75,9 +75,10 @@ STAGES: dict[str, tuple[str, str, dict[str, str], str]] = {
         {
             "--data": "dataset directory written by ingest",
             "--vqvae": "VQ-VAE model directory",
+            "--pixelcnn": "PixelCNN model directory (its training history goes into the report)",
             "--samples": "samples directory written by generate",
         },
-        "evaluation directory to write (metrics.json, figures)",
+        "evaluation directory to write (metrics.json, figures, report.html)",
     ),
 }
 

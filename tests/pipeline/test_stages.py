@@ -30,7 +30,9 @@ def run_dir(tmp_path_factory, tiny_dataset, tiny_params) -> Path:
     extract_codes(params, tiny_dataset, root / "vqvae", root / "codes")
     train_pixelcnn(params, root / "codes", root / "pixelcnn")
     generate(params, root / "vqvae", root / "pixelcnn", root / "samples")
-    evaluate(params, tiny_dataset, root / "vqvae", root / "samples", root / "eval")
+    evaluate(
+        params, tiny_dataset, root / "vqvae", root / "pixelcnn", root / "samples", root / "eval"
+    )
     return root
 
 
@@ -116,6 +118,14 @@ def test_evaluate_metrics(run_dir):
     assert 1.0 <= metrics["perplexity_test"] <= 16.0
     for png in ("ssim_histogram.png", "worst_reconstructions.png"):
         assert (run_dir / "eval" / png).exists()
+
+
+def test_evaluate_report_is_self_contained(run_dir):
+    page = (run_dir / "eval" / "report.html").read_text()
+    for heading in ("Metrics", "VQ-VAE training", "PixelCNN training", "Generated slices"):
+        assert f"<h2>{heading}</h2>" in page, heading
+    assert page.count("data:image/png;base64,") == 6
+    assert "ssim_mean" in page and 'src="http' not in page
 
 
 def test_model_that_does_not_fit_the_images_fails_before_training(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from oasis_vqvae import plots, tracking
+from oasis_vqvae import plots, report, tracking
 from oasis_vqvae.config import Params
 from oasis_vqvae.data.shards import load_images, read_manifest
 from oasis_vqvae.stages.common import VQVAE_FILE, load_model, write_metrics
@@ -21,9 +21,17 @@ WORST_SHOWN = 8
 
 
 def evaluate(
-    params: Params, data: str | Path, vqvae: str | Path, samples: str | Path, out: str | Path
+    params: Params,
+    data: str | Path,
+    vqvae: str | Path,
+    pixelcnn: str | Path,
+    samples: str | Path,
+    out: str | Path,
 ) -> Path:
-    """Write ``metrics.json`` (SSIM, PSNR, MSE, perplexity, sample realism) and figures.
+    """Write ``metrics.json`` (SSIM, PSNR, MSE, perplexity, sample realism), figures, a report.
+
+    ``report.html`` holds the metrics and the figures of every stage on one page (the
+    PixelCNN directory is read for its training curves only).
 
     SSIM is ``tf.image.ssim`` on images scaled to [0, 1] (max_val 1, 11x11 Gaussian window,
     sigma 1.5, k1 0.01, k2 0.03), computed per test slice and averaged.
@@ -69,13 +77,31 @@ def evaluate(
                 "Worst test reconstructions: originals (top), reconstructions (bottom)",
                 labels=[f"SSIM {ssim[i]:.2f}" for i in worst],
             )  # fmt: skip
+            write_report(tmp, metrics, Path(vqvae), Path(pixelcnn), Path(samples))
         run.log_metrics(metrics)
-        run.log_artifacts(out / "ssim_histogram.png", out / "worst_reconstructions.png")
+        run.log_artifacts(
+            out / "ssim_histogram.png", out / "worst_reconstructions.png", out / "report.html"
+        )
         run.finish_pipeline(metrics)
     log.info(
         "evaluate: test SSIM %.3f ± %.3f -> %s", metrics["ssim_mean"], metrics["ssim_std"], out
     )
     return out
+
+
+def write_report(out: Path, metrics: dict, vqvae: Path, pixelcnn: Path, samples: Path) -> Path:
+    """``out/report.html``: the metrics and every figure of the run on one page."""
+    figures = [
+        ("VQ-VAE training", vqvae / "loss_curves.png"),
+        ("VQ-VAE reconstructions (validation)", vqvae / "reconstructions.png"),
+        ("PixelCNN training", pixelcnn / "loss_curves.png"),
+        ("Generated slices", samples / "grid.png"),
+        ("SSIM of test reconstructions", out / "ssim_histogram.png"),
+        ("Worst test reconstructions", out / "worst_reconstructions.png"),
+    ]
+    sections = [("Metrics", report.metrics_table(metrics))]
+    sections += [(title, report.embedded_image(path, title)) for title, path in figures]
+    return report.write_report(out / "report.html", "OASIS VQ-VAE evaluation", sections)
 
 
 def ssim_per_image(images: np.ndarray, others: np.ndarray, batch_size: int = 256) -> np.ndarray:
