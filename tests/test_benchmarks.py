@@ -28,6 +28,11 @@ def test_ingest_benchmark_prints_its_ratio():
     assert re.fullmatch(r"ingest_vs_naive: \d+\.\d\d", line), line
 
 
+def test_sampling_benchmark_prints_its_ratio():
+    line = _last_line("benchmarks/sampling.py", "--quick", "--grids", "8", "64", "--batch", "2")
+    assert re.fullmatch(r"speedup_64x64: \d+\.\d", line), line
+
+
 @pytest.mark.slow
 def test_train_throughput_benchmark_prints_its_ratio():
     line = _last_line(

@@ -152,8 +152,11 @@ class GenerateConfig(Block):
 
     count: PosInt = 16
     temperature: Annotated[float, Field(gt=0.0)] = 1.0
-    seed: int = 0
+    seed: NonNegInt = 0
     batch_size: PosInt = 16
+    sampler: Literal["fast", "naive"] = "fast"
+    """fast: each layer computed at the current position only; naive: a full pass per code.
+    Both give the same codes; naive is kept for checking."""
 
 
 class EvaluateConfig(Block):

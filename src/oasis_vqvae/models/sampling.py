@@ -1,23 +1,34 @@
 """Exact autoregressive sampling of code grids from a PixelCNN prior.
 
-Sampling fills the grid in raster order; each position costs one full forward
-pass of the PixelCNN (``H * W`` passes per batch, e.g. 1024 for a 32x32 grid).
-Draws use a stateless RNG keyed by ``(seed, draw number)``, so the same seed,
-batch size and model give the same codes. Decode the codes to images with
+Two samplers fill the grid in raster order and return the same codes:
+
+- ``"fast"`` (default): `oasis_vqvae.models.fast_sampling.FastSampler` computes each
+  layer at the current position only, in one compiled graph (about one forward pass
+  per grid);
+- ``"naive"``: one full forward pass of the PixelCNN per position (``H * W`` passes per
+  batch), the reference the fast one is tested against.
+
+Sample ``n`` of a call draws its codes by inverse CDF from ``H * W`` uniforms of a
+stateless RNG keyed by ``(seed, n)``, so the same model, seed and temperature give the
+same grids whatever the sampler or batch size. Decode the codes to images with
 `oasis_vqvae.models.vqvae.decode_codes`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import keras
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-__all__ = ["sample_codes"]
+from oasis_vqvae.models.fast_sampling import FastSampler, draw_codes
+
+__all__ = ["SAMPLERS", "sample_codes", "sample_uniforms"]
+
+SAMPLERS = ("fast", "naive")
 
 
 def sample_codes(
@@ -29,6 +40,7 @@ def sample_codes(
     batch_size: int = 16,
     prefix: np.ndarray | None = None,
     progress: bool = True,
+    sampler: Literal["fast", "naive"] = "fast",
 ) -> np.ndarray:
     """Sample ``count`` code grids: int32 ``(count, H, W)`` with values in ``[0, K)``.
 
@@ -40,36 +52,74 @@ def sample_codes(
         temperature: Logits are divided by it before sampling (> 0; < 1 is
             more conservative, > 1 more diverse).
         seed: Seed of the stateless RNG (non-negative int).
-        batch_size: Grids sampled together (results depend on it as well).
+        batch_size: Grids sampled together (memory and speed only; not the results).
         prefix: Optional int array ``(count or 1, R, W)``: the top R rows, kept as
             given (e.g. to complete real grids); sampling starts at row R.
-        progress: Show a tqdm bar over the sampled positions.
+        progress: Show a tqdm bar (over grids for "fast", positions for "naive").
+        sampler: "fast" or "naive" (see the module docstring).
+
+    Raises:
+        ValueError: bad arguments, or (`UnsupportedModelError`) a model the fast sampler
+            cannot reproduce exactly (use ``sampler="naive"`` for it).
     """
     height, width = (int(s) for s in grid_shape)
     num_embeddings = int(pixelcnn.output_shape[-1])
     _check_arguments(pixelcnn, count, (height, width), temperature, seed, batch_size)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
     fixed = _check_prefix(prefix, count, height, width, num_embeddings)
-    fixed_rows = fixed.shape[1]
 
     codes = np.zeros((count, height, width), dtype="int32")
-    codes[:, :fixed_rows] = fixed
+    codes[:, : fixed.shape[1]] = fixed
+    uniforms = sample_uniforms(seed, count, height * width)
+    run = _fast_batches if sampler == "fast" else _naive_batches
+    run(pixelcnn, codes, uniforms, fixed.shape[1], temperature, batch_size, progress)
+    return codes
+
+
+def sample_uniforms(seed: int, count: int, positions: int) -> np.ndarray:
+    """The uniforms ``(count, positions)`` in [0, 1) that drive the draws of each sample."""
+    rows = [
+        tf.random.stateless_uniform((positions,), seed=[seed, n], alg="philox")
+        for n in range(count)
+    ]
+    return np.stack([row.numpy() for row in rows]) if rows else np.zeros((0, positions), "f4")
+
+
+def _fast_batches(pixelcnn, codes, uniforms, start_row, temperature, batch_size, progress):
+    """Fill ``codes`` in place with `FastSampler`, a batch at a time."""
+    if start_row == codes.shape[1] or not len(codes):
+        return
+    fast = FastSampler(pixelcnn)
+    with tqdm(total=len(codes), desc="sampling codes", unit="grid", disable=not progress) as bar:
+        for start in range(0, len(codes), batch_size):
+            batch = slice(start, start + batch_size)
+            # Pad the last batch to full size: one compiled shape, same draws per sample.
+            grids, draws = _pad_to(codes[batch], batch_size), _pad_to(uniforms[batch], batch_size)
+            done = fast.sample(grids, draws, start_row, temperature)
+            codes[batch] = done[: len(codes[batch])]
+            bar.update(len(codes[batch]))
+
+
+def _pad_to(array: np.ndarray, size: int) -> np.ndarray:
+    return np.concatenate([array, np.zeros((size - len(array), *array.shape[1:]), array.dtype)])
+
+
+def _naive_batches(pixelcnn, codes, uniforms, start_row, temperature, batch_size, progress):
+    """Fill ``codes`` in place, one full forward pass per position."""
+    height, width = codes.shape[1:]
     step = _sampling_step(pixelcnn, (height, width), temperature)
-    positions = [(r, c) for r in range(fixed_rows, height) for c in range(width)]
-    batches = range(0, count, batch_size)
-    with tqdm(
-        total=len(batches) * len(positions),
-        desc="sampling codes",
-        unit="pos",
-        disable=not progress,
-    ) as bar:
-        for batch_index, start in enumerate(batches):
+    positions = [(r, c) for r in range(start_row, height) for c in range(width)]
+    batches = range(0, len(codes), batch_size)
+    total = len(batches) * len(positions)
+    with tqdm(total=total, desc="sampling codes", unit="pos", disable=not progress) as bar:
+        for start in batches:
             batch = tf.constant(codes[start : start + batch_size])
+            draws = tf.constant(uniforms[start : start + batch_size])
             for row, col in positions:
-                draw = batch_index * height * width + row * width + col
-                batch = step(batch, row, col, tf.constant([seed, draw], tf.int64))
+                batch = step(batch, row, col, draws[:, row * width + col])
                 bar.update(1)
             codes[start : start + batch_size] = batch.numpy()
-    return codes
 
 
 def _sampling_step(
@@ -83,20 +133,18 @@ def _sampling_step(
             tf.TensorSpec((None, height, width), tf.int32),
             tf.TensorSpec((), tf.int32),
             tf.TensorSpec((), tf.int32),
-            tf.TensorSpec((2,), tf.int64),
+            tf.TensorSpec((None,), tf.float32),
         ]
     )
-    def step(codes: tf.Tensor, row: tf.Tensor, col: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    def step(codes: tf.Tensor, row: tf.Tensor, col: tf.Tensor, uniform: tf.Tensor) -> tf.Tensor:
         # Forward pass; logits of the current position.
         logits = pixelcnn(codes, training=False)[:, row, col, :]
-        logits = tf.cast(logits, tf.float32) / temperature
-        # Sampling.
-        sampled = tf.random.stateless_categorical(logits, 1, seed=seed, dtype=tf.int32)
+        sampled = draw_codes(logits, temperature, uniform)
         # Write the sampled codes at (row, col).
         at_position = tf.reshape(
             tf.equal(tf.range(height * width), row * width + col), (1, height, width)
         )
-        return tf.where(at_position, sampled[:, :, None], codes)
+        return tf.where(at_position, sampled[:, None, None], codes)
 
     return step
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from PIL import Image
 
 from oasis_vqvae import plots, tracking
 from oasis_vqvae.config import Params
-from oasis_vqvae.errors import DataError
+from oasis_vqvae.errors import ConfigError, DataError
 from oasis_vqvae.stages.common import PIXELCNN_FILE, VQVAE_FILE, load_model
 from oasis_vqvae.storage import atomic_directory
 
@@ -22,6 +23,7 @@ SAMPLE_GLOB = "sample_*.png"
 def generate(params: Params, vqvae: str | Path, pixelcnn: str | Path, out: str | Path) -> Path:
     """Write ``generate.count`` synthetic slices as PNGs, a ``grid.png`` and their ``codes.npy``."""
     from oasis_vqvae.models import decode_codes, sample_codes
+    from oasis_vqvae.models.fast_sampling import UnsupportedModelError
 
     cfg, out = params.generate, Path(out)
     vqvae_model = load_model(vqvae, VQVAE_FILE)
@@ -30,10 +32,19 @@ def generate(params: Params, vqvae: str | Path, pixelcnn: str | Path, out: str |
     if tuple(vqvae_model.get_layer("encoder").output_shape[1:3]) != grid_shape:
         raise DataError(f"{pixelcnn} was trained on {grid_shape} code grids, not this VQ-VAE's")
     with tracking.stage_run("generate", params, blocks=("generate",)) as run:
-        codes = sample_codes(
-            prior, cfg.count, grid_shape,
-            temperature=cfg.temperature, seed=cfg.seed, batch_size=cfg.batch_size,
-        )  # fmt: skip
+        started = time.perf_counter()
+        try:
+            codes = sample_codes(
+                prior, cfg.count, grid_shape, temperature=cfg.temperature, seed=cfg.seed,
+                batch_size=cfg.batch_size, sampler=cfg.sampler,
+            )  # fmt: skip
+        except UnsupportedModelError as err:
+            hint = "set generate.sampler=naive to sample it the slow way"
+            raise ConfigError(
+                f"generate.sampler: fast cannot sample it exactly: {err}; {hint}"
+            ) from None
+        seconds = (time.perf_counter() - started) / cfg.count
+        run.log_metrics({"sampling_seconds_per_sample": seconds})
         images = decode_codes(vqvae_model, codes, batch_size=cfg.batch_size)[..., 0]
         with atomic_directory(out) as tmp:
             for index, image in enumerate(images):

@@ -1,0 +1,157 @@
+"""Speed of the fast exact PixelCNN sampler against plain (naive) autoregressive sampling.
+
+The PixelCNN has the seed's size, read from params/oasis.yaml (by default 128 filters,
+2 residual blocks, a 7x7 first kernel, 2 hidden layers, 128 codes), randomly initialised:
+speed does not depend on the weights. For each code grid (32x32 and 64x64; 64x64 is the
+code grid of a 256x256 slice) and a batch of 16 samples, one run times:
+
+  (a) naive: one full forward pass of the PixelCNN per code. Every step costs the same,
+      so it is timed over the first ``--naive-steps`` positions and scaled to the grid;
+  (b) fast: `FastSampler` over whole grids (after one untimed call that compiles it).
+
+It prints seconds per sample, samples/s and the speed-up, and the fast sampler's achieved
+GFLOP/s on the FLOPs it must do (each layer once per code: its floor), next to this
+machine's dense float32 matmul rate, i.e. how far it is from that floor. The full run
+also measures the peak memory of the fast sampler on 64 samples at 64x64 codes in a
+fresh process. The last line is ``speedup_64x64: <ratio>``.
+
+    python benchmarks/sampling.py [--quick] [--grids 32 64] [--batch 16] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def seed_pixelcnn(grid: int, gated: bool = False):
+    """The seed's PixelCNN (params/oasis.yaml) for a ``grid`` x ``grid`` code grid."""
+    from oasis_vqvae.config import load_params
+    from oasis_vqvae.models import build_pixelcnn
+
+    params = load_params(ROOT / "params" / "oasis.yaml")
+    cfg = params.pixelcnn
+    return build_pixelcnn(
+        (grid, grid), params.vqvae.num_embeddings, filters=cfg.filters,
+        residual_blocks=cfg.residual_blocks, kernel_size=cfg.kernel_size,
+        hidden_layers=cfg.hidden_layers, gated=gated,
+    )  # fmt: skip
+
+
+def time_naive(model, batch: int, grid: int, steps: int) -> float:
+    """Seconds of naive sampling per batch, from ``steps`` timed positions scaled to the grid."""
+    import tensorflow as tf
+
+    from oasis_vqvae.models.sampling import _sampling_step
+
+    step = _sampling_step(model, (grid, grid), 1.0)
+    codes = tf.zeros((batch, grid, grid), tf.int32)
+    uniforms = tf.random.stateless_uniform((batch,), seed=[0, 0])
+    codes = step(codes, 0, 0, uniforms)  # trace
+    started = time.perf_counter()
+    for position in range(1, steps + 1):
+        codes = step(codes, position // grid, position % grid, uniforms)
+    codes.numpy()
+    return (time.perf_counter() - started) / steps * grid * grid
+
+
+def time_fast(sampler, batch: int, grid: int, repeats: int) -> float:
+    """Best seconds of the fast sampler per batch of whole grids."""
+    codes = np.zeros((batch, grid, grid), np.int32)
+    uniforms = np.random.default_rng(0).random((batch, grid * grid), dtype=np.float32)
+    sampler.sample(codes, uniforms, 0, 1.0)  # compile
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        sampler.sample(codes, uniforms, 0, 1.0)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
+    """This machine's dense float32 matmul rate in TensorFlow: the attainable peak."""
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size))
+    matmul = tf.function(lambda x: tf.matmul(x, x))
+    matmul(a).numpy()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        matmul(a).numpy()
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def run_grid(grid: int, args: argparse.Namespace, peak: float) -> float:
+    """Time both samplers on one grid size, print a block of results, return the speed-up."""
+    from oasis_vqvae.models.fast_sampling import FastSampler
+
+    model = seed_pixelcnn(grid)
+    sampler = FastSampler(model)
+    naive = time_naive(model, args.batch, grid, args.naive_steps)
+    fast = time_fast(sampler, args.batch, grid, args.repeats)
+    flops = sampler.flops_per_code * grid * grid * args.batch
+    achieved = flops / fast / 1e9
+    print(f"{grid}x{grid} codes, batch {args.batch}:")
+    print(f"  naive  {naive / args.batch:9.3f} s/sample  {args.batch / naive:9.2f} samples/s"
+          f"  (timed over {args.naive_steps} of {grid * grid} positions, scaled)")  # fmt: skip
+    print(f"  fast   {fast / args.batch:9.4f} s/sample  {args.batch / fast:9.2f} samples/s"
+          f"  (whole grids, best of {args.repeats})")  # fmt: skip
+    print(f"  fast FLOPs {flops / 1e9:.2f} G per batch ({sampler.flops_per_code} per code): "
+          f"{achieved:.1f} GFLOP/s, {achieved / peak:.0%} of matmul peak "
+          f"({fast / (flops / peak / 1e9):.1f}x the floor time)")  # fmt: skip
+    print(f"  speed-up {naive / fast:.0f}x")
+    return naive / fast
+
+
+def peak_memory_mb(grid: int, batch: int) -> float:
+    """Peak RSS (MB) of a fresh process that fast-samples ``batch`` grids of ``grid``."""
+    code = (
+        "import resource, sys; sys.path.insert(0, 'benchmarks'); import numpy as np;"
+        "from sampling import seed_pixelcnn; from oasis_vqvae.models import sample_codes;"
+        f"sample_codes(seed_pixelcnn({grid}), {batch}, ({grid}, {grid}), batch_size={batch},"
+        " progress=False);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--grids", type=int, nargs="+", default=[32, 64], help="code grid sides")
+    parser.add_argument("--batch", type=int, default=16, help="samples per batch (default 16)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed fast batches per grid")
+    parser.add_argument(
+        "--naive-steps", type=int, default=16, help="timed naive positions per grid"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="one timed fast batch, 4 naive steps, no memory run"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.naive_steps = 1, 4
+    if 64 not in args.grids:
+        parser.error("--grids must include 64 (the last line reports it)")
+
+    peak = matmul_gflops()
+    print(f"dense float32 matmul peak here: {peak:.1f} GFLOP/s")
+    speedups = {grid: run_grid(grid, args, peak) for grid in args.grids}
+    if not args.quick:
+        print(f"peak RSS, fast sampler, 64 samples at 64x64 codes: {peak_memory_mb(64, 64):.0f} MB")
+    own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"(this process, naive included, peak RSS: {own_peak:.0f} MB)")
+    print(f"speedup_64x64: {speedups[64]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

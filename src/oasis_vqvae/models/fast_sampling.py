@@ -1,0 +1,483 @@
+"""Fast exact PixelCNN sampling: every activation computed once, in raster order.
+
+Plain sampling runs the whole network over the whole grid for every code. But every
+layer of the PixelCNN is causal: its output at ``(r, c)`` reads only positions before
+``(r, c)`` in raster order (and ``(r, c)`` itself after the first layer). So when the
+sampler reaches ``(r, c)``, everything each layer reads there is already final, and
+so is the activation it computes. The sampler walks the grid once, computes each layer
+at the current position only, keeps the few rows a masked convolution reads back (row
+buffers) and draws the code. A whole grid costs about one forward pass instead of one
+per code (Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive
+Models", do the same with per-layer caches).
+
+The gated variant's vertical stack at row ``r`` reads rows above only, so it is
+computed for the whole row when the row starts (a convolution over the row buffers);
+the horizontal stack then goes position by position.
+
+The walk is one XLA-compiled TensorFlow graph, no Python per code, on CPU or GPU.
+Memory is the row buffers, ``O(batch * width * filters)``, not the whole grid.
+
+Supported: the models `oasis_vqvae.models.pixelcnn.build_pixelcnn` builds, plain or
+gated, any depth, width, codebook size or first kernel size. Anything else is refused
+with `UnsupportedModelError` rather than sampled from a different distribution, and
+every sampler checks its logits against the model's own on a random grid first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from oasis_vqvae.models.pixelcnn import GatedPixelBlock, MaskedConv2D, OneHot
+
+__all__ = ["FastSampler", "UnsupportedModelError", "draw_codes"]
+
+State = tuple[tf.Tensor, ...]
+
+
+class UnsupportedModelError(ValueError):
+    """The model is not a PixelCNN layout the fast sampler reproduces exactly."""
+
+
+def draw_codes(logits: tf.Tensor, temperature: float, uniform: tf.Tensor) -> tf.Tensor:
+    """Inverse-CDF draws ``(B,)`` int32 from logits ``(B, K)`` and uniforms ``(B,)`` in [0, 1).
+
+    Shared by both samplers, so equal logits and uniforms give equal codes. (Drawing the
+    uniforms outside the compiled loop keeps them identical with and without XLA, whose
+    Philox stream differs from TensorFlow's CPU kernel.)
+    """
+    probs = tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
+    below = tf.cast(tf.cumsum(probs, axis=-1) <= uniform[:, None], tf.int32)
+    return tf.minimum(tf.reduce_sum(below, axis=-1), tf.shape(logits)[-1] - 1)
+
+
+# Layer weights, restricted to what one position reads.
+
+
+@dataclass(frozen=True)
+class _Dense:
+    """A conv as a matrix over a flattened window (or a 1x1 conv): ``act(x @ W + b)``."""
+
+    kernel: tf.Tensor  # (window taps * in channels, out channels)
+    bias: tf.Tensor
+    activation: Callable[[tf.Tensor], tf.Tensor]
+    flops: int  # 2 x multiply-adds per position, over the taps the mask keeps
+
+    def __call__(self, x: tf.Tensor, extra: tf.Tensor | None = None) -> tf.Tensor:
+        y = tf.tensordot(x, self.kernel, 1) + self.bias
+        return self.activation(y if extra is None else y + extra)
+
+
+@dataclass(frozen=True)
+class _OneHotTaps:
+    """A masked convolution over one-hot codes, done as a lookup of kernel rows.
+
+    ``taps`` are the kernel offsets ``(dy, dx)`` the mask keeps. Code ``K`` (the padding
+    sentinel) looks up a zero row, as the zero padding of a one-hot input would give.
+    """
+
+    table: tf.Tensor  # (taps * (K + 1), filters)
+    bias: tf.Tensor
+    activation: Callable[[tf.Tensor], tf.Tensor]
+    taps: np.ndarray  # (taps, 2)
+    flops: int
+
+    def __call__(self, codes: tf.Tensor) -> tf.Tensor:
+        """Codes ``(..., taps)`` read at the tap offsets -> activations ``(..., filters)``."""
+        rows_per_tap = self.table.shape[0] // len(self.taps)
+        index = codes + rows_per_tap * tf.range(len(self.taps), dtype=codes.dtype)
+        return self.activation(tf.reduce_sum(tf.gather(self.table, index), axis=-2) + self.bias)
+
+
+def _kernel(layer: keras.layers.Layer) -> np.ndarray:
+    """The effective kernel ``(kh, kw, in, out)``: masked for a `MaskedConv2D`."""
+    kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float32)
+    if isinstance(layer, MaskedConv2D):
+        kernel = kernel * _mask(layer)[:, :, None, None]
+    return kernel
+
+
+def _mask(layer: keras.layers.Layer) -> np.ndarray:
+    if isinstance(layer, MaskedConv2D):
+        return np.asarray(layer._kernel_mask[:, :, 0, 0], dtype=np.float32)
+    return np.ones(tuple(layer.kernel_size), np.float32)
+
+
+def _bias(layer: keras.layers.Layer) -> tf.Tensor:
+    if layer.use_bias:
+        return tf.constant(keras.ops.convert_to_numpy(layer.bias), tf.float32)
+    return tf.zeros((layer.filters,), tf.float32)
+
+
+def _dense(layer: keras.layers.Layer, rows: int | None = None) -> _Dense:
+    """``layer``'s top ``rows`` kernel rows (all of them by default) as one matrix."""
+    kernel = _kernel(layer)[:rows]
+    taps = int(_mask(layer)[:rows].sum())
+    return _Dense(
+        kernel=tf.constant(kernel.reshape(-1, kernel.shape[-1])),
+        bias=_bias(layer),
+        activation=layer.activation,
+        flops=2 * taps * kernel.shape[-2] * kernel.shape[-1],
+    )
+
+
+def _one_hot_taps(layer: MaskedConv2D, rows: int) -> _OneHotTaps:
+    """The kept taps of ``layer``'s top ``rows`` kernel rows, as lookups by code."""
+    kernel = _kernel(layer)
+    taps = np.argwhere(_mask(layer)[:rows] > 0)
+    table = np.concatenate([np.pad(kernel[dy, dx], ((0, 1), (0, 0))) for dy, dx in taps])
+    return _OneHotTaps(
+        table=tf.constant(table),
+        bias=_bias(layer),
+        activation=layer.activation,
+        taps=taps,
+        flops=2 * len(taps) * kernel.shape[-1],
+    )
+
+
+def _gate(x: tf.Tensor) -> tf.Tensor:
+    a, b = tf.split(x, 2, axis=-1)
+    return tf.tanh(a) * tf.sigmoid(b)
+
+
+# Row buffers: (B, rows, W + 2 * pad, C); the last row is the current one.
+
+
+def _row_buffer(batch: int, rows: int, width: int, pad: int, channels: int) -> tf.Tensor:
+    return tf.zeros((batch, rows, width + 2 * pad, channels), tf.float32)
+
+
+def _put(buffer: tf.Tensor, value: tf.Tensor, col: tf.Tensor | int) -> tf.Tensor:
+    """Write ``value`` ``(B, C)`` or ``(B, n, C)`` into the current row from column ``col``."""
+    value = tf.reshape(value, (value.shape[0], -1, value.shape[-1]))
+    return _update(buffer, value, buffer.shape[1] - 1, col)
+
+
+def _update(tensor: tf.Tensor, value: tf.Tensor, row: tf.Tensor | int, col: tf.Tensor | int):
+    """``tensor[b, row, col + j] = value[b, j]`` for every ``b``, ``j`` (in place under XLA).
+
+    ``tensor`` is ``(B, rows, cols, ...)`` and ``value`` ``(B, n, ...)``.
+    """
+    batch, count = value.shape[0], value.shape[1]
+    b, j = np.meshgrid(np.arange(batch), np.arange(count), indexing="ij")
+    rows = tf.fill((batch, count), tf.cast(row, tf.int32))
+    index = tf.stack([tf.constant(b, tf.int32), rows, col + tf.constant(j, tf.int32)], axis=-1)
+    return tf.tensor_scatter_nd_update(tensor, index, value)
+
+
+def _shift(buffer: tf.Tensor) -> tf.Tensor:
+    """Move on a row: drop the oldest row, start a zero current row."""
+    return tf.concat([buffer[:, 1:], tf.zeros_like(buffer[:, :1])], axis=1)
+
+
+def _window(buffer: tf.Tensor, col: tf.Tensor, width: int) -> tf.Tensor:
+    """``buffer[:, :, col:col+width]`` flattened to ``(B, rows * width * C)``."""
+    batch, rows, _, channels = buffer.shape
+    window = tf.slice(buffer, tf.stack([0, 0, col, 0]), [batch, rows, width, channels])
+    return tf.reshape(window, (batch, -1))
+
+
+def _code_window(padded: tf.Tensor, top: tf.Tensor, col: tf.Tensor, rows: int, cols: int):
+    """``padded[:, top:top+rows, col:col+cols]`` flattened to ``(B, rows * cols)``."""
+    window = tf.slice(padded, tf.stack([0, top, col]), [padded.shape[0], rows, cols])
+    return tf.reshape(window, (padded.shape[0], rows * cols))
+
+
+def _flat_taps(taps: np.ndarray, cols: int) -> np.ndarray:
+    """Tap offsets ``(dy, dx)`` as indices into a ``(rows, cols)`` window flattened."""
+    return taps[:, 0] * cols + taps[:, 1]
+
+
+# The two layouts of build_pixelcnn.
+
+
+class _PlainPlan:
+    """Type-A masked conv, type-B residual blocks, 1x1 head, one position at a time."""
+
+    def __init__(self, layers: dict[str, keras.layers.Layer], blocks: int, hidden: int) -> None:
+        first = layers["masked_a"]
+        self.pad = first.kernel_size[0] // 2  # code padding: rows above, columns each side
+        self.first = _one_hot_taps(first, self.pad + 1)
+        self.first_index = _flat_taps(self.first.taps, 2 * self.pad + 1)
+        self.blocks = [
+            (
+                _dense(layers[f"res_{i}_in"]),
+                _dense(layers[f"res_{i}_masked"], layers[f"res_{i}_masked"].kernel_size[0] // 2 + 1),
+                layers[f"res_{i}_masked"].kernel_size,
+                _dense(layers[f"res_{i}_out"]),
+            )
+            for i in range(blocks)
+        ]
+        self.head = [_dense(layers[f"hidden_{i}"]) for i in range(hidden)] + [
+            _dense(layers["logits"])
+        ]
+        self.flops = (
+            self.first.flops
+            + sum(a.flops + b.flops + c.flops for a, b, _, c in self.blocks)
+            + sum(d.flops for d in self.head)
+        )
+
+    def initial_state(self, batch: int, width: int) -> State:
+        """One row buffer per residual block, for its masked conv's input."""
+        return tuple(
+            _row_buffer(batch, kh // 2 + 1, width, kw // 2, into.kernel.shape[-1])
+            for into, _, (kh, kw), _ in self.blocks
+        )
+
+    def start_row(self, state: State, padded: tf.Tensor, row: tf.Tensor) -> State:
+        """Nothing is computed per row."""
+        return state
+
+    def position(self, state: State, padded: tf.Tensor, row: tf.Tensor, col: tf.Tensor):
+        """Logits ``(B, K)`` at ``(row, col)`` and the updated row buffers."""
+        side = 2 * self.pad + 1
+        codes = _code_window(padded, row, col, self.pad + 1, side)
+        x = self.first(tf.gather(codes, self.first_index, axis=1))
+        buffers = []
+        for (into, masked, (_, kw), out), buffer in zip(self.blocks, state, strict=True):
+            buffer = _put(buffer, into(x), col + kw // 2)
+            x = x + out(masked(_window(buffer, col, kw)))
+            buffers.append(buffer)
+        for layer in self.head:
+            x = layer(x)
+        return x, tuple(buffers)
+
+    def end_row(self, state: State) -> State:
+        """Shift every row buffer."""
+        return tuple(_shift(buffer) for buffer in state)
+
+
+class _GatedPlan:
+    """Gated PixelCNN: vertical stacks per row, horizontal stacks per position."""
+
+    def __init__(self, layers: dict[str, keras.layers.Layer], blocks: int, hidden: int) -> None:
+        gated = [layers[f"gated_{i}"] for i in range(blocks + 1)]
+        first = gated[0]
+        self.pad = first.kernel_size // 2
+        self.first_vertical = _one_hot_taps(first.vertical, self.pad)  # rows above only
+        self.first_horizontal = _one_hot_taps(first.horizontal, 1)
+        self.vertical = [_dense(g.vertical, g.kernel_size // 2 + 1) for g in gated[1:]]
+        self.vertical_size = [g.kernel_size for g in gated[1:]]
+        self.horizontal = [_dense(g.horizontal) for g in gated[1:]]
+        self.v_to_h = [_dense(g.vertical_to_horizontal) for g in gated]
+        self.h_out = [_dense(g.horizontal_out) for g in gated]
+        self.filters = first.filters
+        self.head = [_dense(layers[f"hidden_{i}"]) for i in range(hidden)] + [
+            _dense(layers["logits"])
+        ]
+        self.flops = sum(
+            layer.flops
+            for layer in (
+                self.first_vertical, self.first_horizontal, *self.vertical,
+                *self.horizontal, *self.v_to_h, *self.h_out, *self.head,
+            )
+        )  # fmt: skip
+
+    def initial_state(self, batch: int, width: int) -> State:
+        """Vertical-stack row buffers, current-row horizontal buffers, per-row links."""
+        f = self.filters
+        vertical = [_row_buffer(batch, k // 2 + 1, width, k // 2, f) for k in self.vertical_size]
+        horizontal = [_row_buffer(batch, 1, width, k // 2, f) for k in self.vertical_size]
+        links = [tf.zeros((batch, width, 2 * f)) for _ in self.v_to_h]
+        return (*vertical, *horizontal, *links)
+
+    def _split(self, state: State) -> tuple[list, list, list]:
+        n = len(self.vertical)
+        return list(state[:n]), list(state[n : 2 * n]), list(state[2 * n :])
+
+    def start_row(self, state: State, padded: tf.Tensor, row: tf.Tensor) -> State:
+        """The vertical stacks of the whole row and their links into the horizontal stacks."""
+        vertical, horizontal, _ = self._split(state)
+        width = padded.shape[2] - 2 * self.pad
+        slab = tf.reshape(tf.slice(padded, [0, row, 0], [padded.shape[0], self.pad, -1]),
+                          (padded.shape[0], -1))  # fmt: skip
+        index = (
+            self.first_vertical.taps[None, :, 0] * padded.shape[2]
+            + np.arange(width)[:, None]
+            + self.first_vertical.taps[None, :, 1]
+        )  # (W, taps) into the slab of the rows above
+        v_pre = self.first_vertical(tf.gather(slab, index, axis=1))
+        links = [self.v_to_h[0](v_pre)]
+        for i, (conv, k) in enumerate(zip(self.vertical, self.vertical_size, strict=True)):
+            vertical[i] = _put(vertical[i], _gate(v_pre), k // 2)
+            v_pre = tf.squeeze(self._row_conv(vertical[i], conv, k), 1)
+            links.append(self.v_to_h[i + 1](v_pre))
+        return (*vertical, *horizontal, *links)
+
+    @staticmethod
+    def _row_conv(buffer: tf.Tensor, conv: _Dense, k: int) -> tf.Tensor:
+        kernel = tf.reshape(conv.kernel, (buffer.shape[1], k, buffer.shape[-1], -1))
+        return tf.nn.conv2d(buffer, kernel, 1, "VALID") + conv.bias
+
+    def position(self, state: State, padded: tf.Tensor, row: tf.Tensor, col: tf.Tensor):
+        """Logits ``(B, K)`` at ``(row, col)`` and the updated horizontal buffers."""
+        vertical, horizontal, links = self._split(state)
+        side = 2 * self.pad + 1
+        codes = _code_window(padded, row + self.pad, col, 1, side)
+        h_pre = self.first_horizontal(tf.gather(codes, self.first_horizontal.taps[:, 1], axis=1))
+        h = self.h_out[0](_gate(h_pre + links[0][:, col]))
+        for i, conv in enumerate(self.horizontal):
+            k = self.vertical_size[i]
+            horizontal[i] = _put(horizontal[i], h, col + k // 2)
+            h_pre = conv(_window(horizontal[i], col, k), extra=links[i + 1][:, col])
+            h = h + self.h_out[i + 1](_gate(h_pre))
+        for layer in self.head:
+            h = layer(h)
+        return h, (*vertical, *horizontal, *links)
+
+    def end_row(self, state: State) -> State:
+        """Shift the vertical buffers; clear the horizontal ones."""
+        vertical, horizontal, links = self._split(state)
+        return (
+            *(_shift(b) for b in vertical), *(tf.zeros_like(b) for b in horizontal), *links
+        )  # fmt: skip
+
+
+# Recognising the layout, and the compiled walk over the grid.
+
+
+def _plan_for(model: keras.Model) -> _PlainPlan | _GatedPlan:
+    """The plan of a `build_pixelcnn` model; `UnsupportedModelError` for anything else."""
+    layers = {layer.name: layer for layer in model.layers}
+    names = [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    hidden = sum(name.startswith("hidden_") for name in names)
+    head = [*(f"hidden_{i}" for i in range(hidden)), "logits"]
+    if "gated_0" in layers:
+        blocks = sum(name.startswith("gated_") for name in names) - 1
+        expected = ["one_hot", *(f"gated_{i}" for i in range(blocks + 1)), *head]
+        plan_type: type = _GatedPlan
+    else:
+        blocks = sum(name.endswith("_add") and name.startswith("res_") for name in names)
+        parts = ("in", "masked", "out", "add")
+        res = [f"res_{i}_{part}" for i in range(blocks) for part in parts]
+        expected = ["one_hot", "masked_a", *res, *head]
+        plan_type = _PlainPlan
+    if names != expected:
+        raise UnsupportedModelError(
+            f"{model.name}: layers {names} are not a build_pixelcnn layout ({expected})"
+        )
+    for layer in model.layers:
+        _check_layer(layer)
+    return plan_type(layers, blocks, hidden)
+
+
+def _check_layer(layer: keras.layers.Layer) -> None:
+    """Refuse layer settings the plans do not reproduce (strides, dilation, types)."""
+    kinds = (keras.layers.InputLayer, OneHot, GatedPixelBlock, keras.layers.Add, keras.layers.Conv2D)
+    if not isinstance(layer, kinds):
+        raise UnsupportedModelError(f"layer {layer.name!r} ({type(layer).__name__}) is unknown")
+    convs = (
+        [layer.vertical, layer.horizontal, layer.vertical_to_horizontal, layer.horizontal_out]
+        if isinstance(layer, GatedPixelBlock)
+        else [layer] if isinstance(layer, keras.layers.Conv2D) else []
+    )  # fmt: skip
+    for conv in convs:
+        one_by_one = tuple(conv.kernel_size) == (1, 1)
+        if not (isinstance(conv, MaskedConv2D) or one_by_one):
+            raise UnsupportedModelError(f"layer {conv.name!r} is a spatial conv without a mask")
+        if tuple(conv.strides) != (1, 1) or tuple(conv.dilation_rate) != (1, 1) or conv.groups != 1:
+            raise UnsupportedModelError(f"layer {conv.name!r}: strides/dilation/groups must be 1")
+
+
+class FastSampler:
+    """Exact, fast sampling of one PixelCNN (see the module docstring).
+
+    Args:
+        pixelcnn: A model from `build_pixelcnn`.
+        check: Compare this sampler's logits with the model's on a random grid first
+            (one extra forward pass) and refuse the model if they differ.
+
+    Raises:
+        UnsupportedModelError: the model is not a layout this sampler reproduces exactly.
+    """
+
+    def __init__(self, pixelcnn: keras.Model, check: bool = True) -> None:
+        self.model = pixelcnn
+        self.num_embeddings = int(pixelcnn.output_shape[-1])
+        self._plan = _plan_for(pixelcnn)
+        self._walk = tf.function(self._walk_grid, jit_compile=True)
+        if check:
+            self._check_against_model()
+
+    @property
+    def flops_per_code(self) -> int:
+        """Floating-point operations this sampler does per code and sample (its floor)."""
+        return self._plan.flops
+
+    def sample(
+        self, codes: np.ndarray, uniforms: np.ndarray, start_row: int, temperature: float
+    ) -> np.ndarray:
+        """Fill rows ``start_row:`` of ``codes`` ``(B, H, W)``; return the completed grids.
+
+        ``uniforms`` ``(B, H * W)`` in [0, 1) drive the draws (see `draw_codes`).
+        """
+        out, _ = self._walk(
+            tf.constant(codes, tf.int32),
+            tf.constant(uniforms, tf.float32),
+            tf.constant(start_row, tf.int32),
+            tf.constant(temperature, tf.float32),
+            collect_logits=False,
+        )
+        return out.numpy()
+
+    def logits(self, codes: np.ndarray) -> np.ndarray:
+        """Logits ``(B, H, W, K)`` of given grids, computed position by position."""
+        codes = np.asarray(codes, np.int32)
+        _, logits = self._walk(
+            tf.constant(codes),
+            tf.zeros(codes.shape[:1] + (codes.shape[1] * codes.shape[2],)),
+            tf.constant(codes.shape[1], tf.int32),  # nothing is sampled
+            tf.constant(1.0),
+            collect_logits=True,
+        )
+        return logits.numpy()
+
+    def _check_against_model(self) -> None:
+        height, width = (int(n) for n in self.model.input_shape[1:3])
+        codes = np.random.default_rng(0).integers(0, self.num_embeddings, (1, height, width))
+        expected = self.model(codes.astype(np.int32), training=False).numpy()
+        error = np.abs(self.logits(codes) - expected).max()
+        scale = np.abs(expected).max() + 1.0
+        if not error <= 1e-4 * scale:
+            raise UnsupportedModelError(
+                f"{self.model.name}: position-by-position logits differ from the model's by "
+                f"{error:.3g}; this layout is not supported by the fast sampler"
+            )
+
+    def _walk_grid(self, codes, uniforms, start_row, temperature, collect_logits: bool):
+        """Raster walk: rows ``< start_row`` are kept as given, the rest are drawn."""
+        plan, pad = self._plan, self._plan.pad
+        batch, height, width = codes.shape
+        padded = tf.pad(codes, [[0, 0], [pad, 0], [pad, pad]], constant_values=self.num_embeddings)
+        logits_shape = (batch, height, width, self.num_embeddings) if collect_logits else (0,)
+        all_logits = tf.zeros(logits_shape)
+
+        def position(row, col, padded, state, all_logits):
+            logits, state = plan.position(state, padded, row, col)
+            given = padded[:, row + pad, col + pad]
+            drawn = draw_codes(logits, temperature, uniforms[:, row * width + col])
+            code = tf.where(row >= start_row, drawn, given)
+            padded = _update(padded, code[:, None], row + pad, col + pad)
+            if collect_logits:
+                all_logits = _update(all_logits, logits[:, None], row, col)
+            return col + 1, padded, state, all_logits
+
+        def row_step(row, padded, state, all_logits):
+            state = plan.start_row(state, padded, row)
+            _, padded, state, all_logits = tf.while_loop(
+                lambda col, *_: col < width,
+                lambda col, *loop: position(row, col, *loop),
+                (tf.constant(0), padded, state, all_logits),
+            )
+            return row + 1, padded, plan.end_row(state), all_logits
+
+        _, padded, _, all_logits = tf.while_loop(
+            lambda row, *_: row < height,
+            row_step,
+            (tf.constant(0), padded, plan.initial_state(batch, width), all_logits),
+        )
+        return padded[:, pad:, pad : pad + width], all_logits
