@@ -134,6 +134,8 @@ class PixelCNNConfig(Block):
     kernel_size: Annotated[int, Field(ge=3)] = 7
     hidden_layers: NonNegInt = 2
     gated: bool = False
+    embedding_dim: NonNegInt = 0
+    """0: one-hot codes into the first layer (the Keras example); > 0: a learned embedding."""
     epochs: PosInt = 20
     batch_size: PosInt = 32
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4

@@ -14,22 +14,24 @@ from oasis_vqvae.models.pixelcnn import MaskedConv2D, OneHot
 
 K = 12
 
-# (gated, first kernel, residual blocks / gated layers, hidden layers)
+# (gated, first kernel, residual blocks / gated layers, hidden layers, embedding size)
 CONFIGS = [
-    (False, 3, 0, 0),
-    (False, 5, 2, 1),
-    (False, 7, 3, 2),
-    (True, 3, 0, 0),
-    (True, 5, 2, 1),
-    (True, 7, 3, 2),
+    (False, 3, 0, 0, 0),
+    (False, 5, 2, 1, 0),
+    (False, 7, 3, 2, 0),
+    (True, 3, 0, 0, 0),
+    (True, 5, 2, 1, 0),
+    (True, 7, 3, 2, 0),
+    (False, 5, 2, 1, 4),
+    (True, 5, 2, 1, 4),
 ]
 
 
-def _model(grid, gated, kernel, blocks, hidden, sharpen=4.0) -> keras.Model:
+def _model(grid, gated, kernel, blocks, hidden, embedding=0, sharpen=4.0) -> keras.Model:
     """A random PixelCNN whose logits are scaled up, so draws are far from uniform."""
     model = build_pixelcnn(
         grid, K, filters=16, residual_blocks=blocks, kernel_size=kernel,
-        hidden_layers=hidden, gated=gated,
+        hidden_layers=hidden, gated=gated, embedding_dim=embedding,
     )  # fmt: skip
     head = model.get_layer("logits")
     kernel_weights, bias = head.get_weights()
@@ -37,9 +39,9 @@ def _model(grid, gated, kernel, blocks, hidden, sharpen=4.0) -> keras.Model:
     return model
 
 
-@pytest.mark.parametrize("gated, kernel, blocks, hidden", CONFIGS)
-def test_position_by_position_logits_equal_the_models(gated, kernel, blocks, hidden, rng):
-    model = _model((8, 10), gated, kernel, blocks, hidden)
+@pytest.mark.parametrize("config", CONFIGS)
+def test_position_by_position_logits_equal_the_models(config, rng):
+    model = _model((8, 10), *config)
     codes = rng.integers(0, K, size=(3, 8, 10)).astype("int32")
 
     fast = FastSampler(model).logits(codes)
@@ -56,6 +58,8 @@ def test_position_by_position_logits_equal_the_models(gated, kernel, blocks, hid
         ((16, 16), 2, 2.0, CONFIGS[5]),
         ((16, 16), 5, 0.7, CONFIGS[0]),
         ((8, 8), 9, 1.3, CONFIGS[3]),
+        ((8, 8), 4, 1.0, CONFIGS[6]),
+        ((8, 8), 8, 0.9, CONFIGS[7]),
     ],
 )
 def test_fast_and_naive_samplers_return_identical_grids(grid, seed, temperature, config):
@@ -71,7 +75,7 @@ def test_fast_and_naive_samplers_return_identical_grids(grid, seed, temperature,
 
 @pytest.mark.parametrize("gated", [False, True])
 def test_completing_a_partial_grid_matches_naive(gated, rng):
-    model = _model((8, 8), gated, 5, 1, 1)
+    model = _model((8, 8), gated, 5, 1, 1, 0)
     top_rows = rng.integers(0, K, size=(4, 3, 8))
     kwargs = dict(prefix=top_rows, seed=4, batch_size=4, progress=False)
 

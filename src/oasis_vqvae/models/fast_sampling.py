@@ -18,7 +18,7 @@ The walk is one XLA-compiled TensorFlow graph, no Python per code, on CPU or GPU
 Memory is the row buffers, ``O(batch * width * filters)``, not the whole grid.
 
 Supported: the models `oasis_vqvae.models.pixelcnn.build_pixelcnn` builds, plain or
-gated, any depth, width, codebook size or first kernel size. Anything else is refused
+gated, one-hot or embedded codes, any depth, width, codebook size or first kernel size. Anything else is refused
 with `UnsupportedModelError` rather than sampled from a different distribution, and
 every sampler checks its logits against the model's own on a random grid first.
 """
@@ -125,9 +125,17 @@ def _dense(layer: keras.layers.Layer, rows: int | None = None) -> _Dense:
     )
 
 
-def _one_hot_taps(layer: MaskedConv2D, rows: int) -> _OneHotTaps:
-    """The kept taps of ``layer``'s top ``rows`` kernel rows, as lookups by code."""
+def _one_hot_taps(
+    layer: MaskedConv2D, rows: int, embedding: np.ndarray | None = None
+) -> _OneHotTaps:
+    """The kept taps of ``layer``'s top ``rows`` kernel rows, as lookups by code.
+
+    With an ``embedding`` ``(K, D)`` in front of the layer, each tap's table is the
+    embedding times the tap's kernel: the lookup then does both layers.
+    """
     kernel = _kernel(layer)
+    if embedding is not None:
+        kernel = np.einsum("kd,hwdf->hwkf", embedding, kernel)
     taps = np.argwhere(_mask(layer)[:rows] > 0)
     table = np.concatenate([np.pad(kernel[dy, dx], ((0, 1), (0, 0))) for dy, dx in taps])
     return _OneHotTaps(
@@ -195,13 +203,20 @@ def _flat_taps(taps: np.ndarray, cols: int) -> np.ndarray:
 # The two layouts of build_pixelcnn.
 
 
+def _embedding(layers: dict[str, keras.layers.Layer]) -> np.ndarray | None:
+    """The code embedding matrix ``(K, D)``, or None for one-hot codes."""
+    if "embedding" not in layers:
+        return None
+    return keras.ops.convert_to_numpy(layers["embedding"].embeddings).astype(np.float32)
+
+
 class _PlainPlan:
     """Type-A masked conv, type-B residual blocks, 1x1 head, one position at a time."""
 
     def __init__(self, layers: dict[str, keras.layers.Layer], blocks: int, hidden: int) -> None:
         first = layers["masked_a"]
         self.pad = first.kernel_size[0] // 2  # code padding: rows above, columns each side
-        self.first = _one_hot_taps(first, self.pad + 1)
+        self.first = _one_hot_taps(first, self.pad + 1, _embedding(layers))
         self.first_index = _flat_taps(self.first.taps, 2 * self.pad + 1)
         self.blocks = [
             (
@@ -258,8 +273,9 @@ class _GatedPlan:
         gated = [layers[f"gated_{i}"] for i in range(blocks + 1)]
         first = gated[0]
         self.pad = first.kernel_size // 2
-        self.first_vertical = _one_hot_taps(first.vertical, self.pad)  # rows above only
-        self.first_horizontal = _one_hot_taps(first.horizontal, 1)
+        embedding = _embedding(layers)
+        self.first_vertical = _one_hot_taps(first.vertical, self.pad, embedding)  # rows above
+        self.first_horizontal = _one_hot_taps(first.horizontal, 1, embedding)
         self.vertical = [_dense(g.vertical, g.kernel_size // 2 + 1) for g in gated[1:]]
         self.vertical_size = [g.kernel_size for g in gated[1:]]
         self.horizontal = [_dense(g.horizontal) for g in gated[1:]]
@@ -346,15 +362,16 @@ def _plan_for(model: keras.Model) -> _PlainPlan | _GatedPlan:
     names = [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     hidden = sum(name.startswith("hidden_") for name in names)
     head = [*(f"hidden_{i}" for i in range(hidden)), "logits"]
+    codes_in = "embedding" if "embedding" in layers else "one_hot"
     if "gated_0" in layers:
         blocks = sum(name.startswith("gated_") for name in names) - 1
-        expected = ["one_hot", *(f"gated_{i}" for i in range(blocks + 1)), *head]
+        expected = [codes_in, *(f"gated_{i}" for i in range(blocks + 1)), *head]
         plan_type: type = _GatedPlan
     else:
         blocks = sum(name.endswith("_add") and name.startswith("res_") for name in names)
         parts = ("in", "masked", "out", "add")
         res = [f"res_{i}_{part}" for i in range(blocks) for part in parts]
-        expected = ["one_hot", "masked_a", *res, *head]
+        expected = [codes_in, "masked_a", *res, *head]
         plan_type = _PlainPlan
     if names != expected:
         raise UnsupportedModelError(
@@ -367,7 +384,8 @@ def _plan_for(model: keras.Model) -> _PlainPlan | _GatedPlan:
 
 def _check_layer(layer: keras.layers.Layer) -> None:
     """Refuse layer settings the plans do not reproduce (strides, dilation, types)."""
-    kinds = (keras.layers.InputLayer, OneHot, GatedPixelBlock, keras.layers.Add, keras.layers.Conv2D)
+    kinds = (keras.layers.InputLayer, OneHot, keras.layers.Embedding, GatedPixelBlock,
+             keras.layers.Add, keras.layers.Conv2D)  # fmt: skip
     if not isinstance(layer, kinds):
         raise UnsupportedModelError(f"layer {layer.name!r} ({type(layer).__name__}) is unknown")
     convs = (

@@ -10,11 +10,13 @@ Causality comes from masked convolutions (`MaskedConv2D`): the kernel is multipl
 by a fixed 0/1 mask in every call, so it stays masked after training and the
 mask is rebuilt from the config (``mask_type``) when a ``.keras`` file loads.
 
-Layer structure (names, useful for a cached sampler):
-- plain: ``one_hot`` -> ``masked_a`` (type-A ``kernel_size`` conv, ReLU) ->
+Layer structure (names, which `oasis_vqvae.models.fast_sampling` relies on):
+- input: ``one_hot`` (the Keras example), or ``embedding`` (a learned code embedding,
+  ``embedding_dim`` wide: a low-rank first layer, far cheaper when ``K`` is large).
+- plain: input -> ``masked_a`` (type-A ``kernel_size`` conv, ReLU) ->
   ``res_{i}`` blocks (``res_{i}_in`` 1x1 -> ``res_{i}_masked`` type-B 3x3 ->
   ``res_{i}_out`` 1x1, ``res_{i}_add``) -> ``hidden_{i}`` 1x1 ReLU -> ``logits`` 1x1.
-- gated: ``one_hot`` -> ``gated_0`` (type A, ``kernel_size``) -> ``gated_{i}``
+- gated: input -> ``gated_0`` (type A, ``kernel_size``) -> ``gated_{i}``
   (type B, 3x3, i = 1..residual_blocks) -> ``hidden_{i}`` -> ``logits``; each
   `GatedPixelBlock` maps ``[vertical, horizontal]`` stacks to new stacks.
 Every layer keeps the grid size (``padding="same"``, stride 1).
@@ -222,6 +224,7 @@ def build_pixelcnn(
     kernel_size: int = 7,
     hidden_layers: int = 2,
     gated: bool = False,
+    embedding_dim: int = 0,
     name: str = "pixelcnn",
 ) -> keras.Model:
     """PixelCNN: int32 codes ``(B, H, W)`` -> logits ``(B, H, W, num_embeddings)``.
@@ -235,6 +238,9 @@ def build_pixelcnn(
         hidden_layers: 1x1 ReLU convolutions before the output.
         gated: Gated PixelCNN (vertical/horizontal stacks, no blind spot) instead
             of the plain PixelCNN (whose stacked masks leave a blind spot up-right).
+        embedding_dim: 0 feeds one-hot codes to the first masked convolution; > 0 a
+            learned embedding of this size (the first layer then costs
+            ``embedding_dim / num_embeddings`` as much).
         name: Model name.
 
     The output is logits (no softmax): train with
@@ -250,11 +256,14 @@ def build_pixelcnn(
         raise ValueError(f"filters must be >= 2, got {filters}.")
     if kernel_size < 3 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}.")
-    if residual_blocks < 0 or hidden_layers < 0:
-        raise ValueError("residual_blocks and hidden_layers must be >= 0.")
+    if residual_blocks < 0 or hidden_layers < 0 or embedding_dim < 0:
+        raise ValueError("residual_blocks, hidden_layers and embedding_dim must be >= 0.")
 
     inputs = keras.Input((height, width), dtype="int32", name="codes")
-    x = OneHot(num_embeddings, name="one_hot")(inputs)
+    if embedding_dim:
+        x = layers.Embedding(num_embeddings, embedding_dim, name="embedding")(inputs)
+    else:
+        x = OneHot(num_embeddings, name="one_hot")(inputs)
     if gated:
         # Vertical and horizontal stacks.
         v, h = GatedPixelBlock(filters, kernel_size, "A", name="gated_0")([x, x])

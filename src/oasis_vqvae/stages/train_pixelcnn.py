@@ -96,6 +96,7 @@ def build_model(
         kernel_size=cfg.kernel_size,
         hidden_layers=cfg.hidden_layers,
         gated=cfg.gated,
+        embedding_dim=cfg.embedding_dim,
     )
 
 
