@@ -166,7 +166,7 @@ def _put(buffer: tf.Tensor, value: tf.Tensor, col: tf.Tensor | int) -> tf.Tensor
 
 
 def _update(tensor: tf.Tensor, value: tf.Tensor, row: tf.Tensor | int, col: tf.Tensor | int):
-    """``tensor[b, row, col + j] = value[b, j]`` for every ``b``, ``j`` (in place under XLA).
+    """``tensor[b, row, col + j] = value[b, j]`` for every ``b``, ``j`` (XLA scatters in place).
 
     ``tensor`` is ``(B, rows, cols, ...)`` and ``value`` ``(B, n, ...)``.
     """
