@@ -150,7 +150,8 @@ def staged_output(uri: str) -> Iterator[Path]:
     local.parent.mkdir(parents=True, exist_ok=True)
     yield local
     upload_directory(local, uri)
-    shutil.rmtree(local, ignore_errors=True)
+    # The stage has cleared its checkpoints; nothing under the digest is needed any more.
+    shutil.rmtree(local.parent, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -237,7 +238,7 @@ def download(uri: str, dest_dir: Path, workers: int = WORKERS) -> Path:
         single = bucket.get_blob(prefix, retry=retry_policy()) if prefix else None
         if single is not None:
             target = dest_dir / Path(prefix).name
-            download_blob(single, target)
+            download_blob(single, target, progress=True)
             return target
         root = dest_dir / (Path(prefix).name or bucket_name)
         files = sorted(_listed_files(bucket, uri, f"{prefix}/" if prefix else "").items())
@@ -287,27 +288,44 @@ def _inside(root: Path, relative: str, uri: str) -> Path:
     return target
 
 
-def download_blob(blob: storage.Blob, target: Path, published_crc32c: str | None = None) -> Path:
+def download_blob(
+    blob: storage.Blob,
+    target: Path,
+    published_crc32c: str | None = None,
+    *,
+    progress: bool = False,
+) -> Path:
     """Download ``blob`` to ``target`` via a temporary name, checked against its CRC32C.
 
     ``published_crc32c`` (base64, from a completion marker) must also match: an object
     rewritten since its directory was published is refused. On any failure (checksum mismatch
-    included) nothing is left at ``target`` or beside it.
+    included) nothing is left at ``target`` or beside it. ``progress`` shows a bar in bytes
+    (for one large object such as the OASIS .zip; folders have one bar for all files).
     """
     uri = f"{GCS_SCHEME}{blob.bucket.name}/{blob.name}"
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.part-{uuid.uuid4().hex[:8]}")
     try:
         with _gcs_errors(uri):
-            # The server sends the object's CRC32C; the client hashes what it receives and
-            # raises DataCorruption on a difference. Retries resume or restart the transfer.
-            blob.download_to_filename(str(partial), checksum="crc32c", retry=retry_policy())
+            _fetch(blob, partial, f"download {uri}", progress)
         if published_crc32c is not None and _crc32c(partial) != published_crc32c:
             raise DataError(f"{uri}: changed while read (rewritten since its {MARKER})")
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
     return target
+
+
+def _fetch(blob: storage.Blob, path: Path, desc: str, progress: bool) -> None:
+    with (
+        path.open("wb") as handle,
+        tqdm.wrapattr(
+            handle, "write", total=blob.size, desc=desc, leave=False, disable=not progress
+        ) as counted,
+    ):
+        # The server sends the object's CRC32C; the client hashes what it receives and raises
+        # DataCorruption on a difference. Retries resume (or restart) the transfer.
+        blob.download_to_file(counted, checksum="crc32c", retry=retry_policy())
 
 
 def _crc32c(path: Path) -> str:

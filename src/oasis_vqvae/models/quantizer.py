@@ -58,6 +58,11 @@ class VectorQuantizer(keras.layers.Layer):
     vectors. Draws come from a seeded ``keras.random.SeedGenerator`` and are
     XLA-safe.
 
+    Under a multi-replica ``tf.distribute`` strategy (``MirroredStrategy``...), the code
+    statistics and every codebook update use the whole global batch, gathered from all
+    replicas: each replica makes the update one device would make, so the copies of the
+    codebook stay identical (averaging per-replica half-batch statistics would not).
+
     Args:
         num_embeddings: Codebook size ``K`` (>= 2).
         embedding_dim: Code vector size ``D``; the input's last dimension.
