@@ -34,32 +34,34 @@ log = logging.getLogger(__name__)
 StrategyName = Literal["auto", "default", "one_device", "mirrored", "multi_worker"]
 
 
-@functools.cache
 def make_strategy(name: StrategyName) -> tf.distribute.Strategy:
-    """The ``tf.distribute.Strategy`` named ``name`` (see the module docstring).
-
-    One instance per name and process: two MirroredStrategy instances in one process (two
-    stages run from one notebook or test) reuse collective-op keys and abort each other.
-    """
-    import tensorflow as tf
-
-    if name == "auto":
-        name = _auto_choice()
-    if name == "multi_worker":
-        strategy: tf.distribute.Strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    elif name == "mirrored":
-        strategy = tf.distribute.MirroredStrategy(devices=_mirrored_devices())
-    elif name == "one_device":
-        gpus = tf.config.list_logical_devices("GPU")
-        strategy = tf.distribute.OneDeviceStrategy((gpus[0] if gpus else _cpus()[0]).name)
-    else:
-        strategy = tf.distribute.get_strategy()
+    """The ``tf.distribute.Strategy`` named ``name`` (see the module docstring)."""
+    strategy = _strategy(_auto_choice() if name == "auto" else name)
     log.info(
         "training under %s with %d replica(s)",
         type(strategy).__name__,
         strategy.num_replicas_in_sync,
     )
     return strategy
+
+
+@functools.cache
+def _strategy(name: str) -> tf.distribute.Strategy:
+    """One instance per strategy and process.
+
+    Two MirroredStrategy instances in one process (two stages run from one notebook or test)
+    reuse collective-op keys and abort each other's steps.
+    """
+    import tensorflow as tf
+
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=_mirrored_devices())
+    if name == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy((gpus[0] if gpus else _cpus()[0]).name)
+    return tf.distribute.get_strategy()
 
 
 def _auto_choice() -> str:

@@ -74,3 +74,20 @@ def test_ema_quantizer_replicas_update_like_one_device(result, variable):
     first, second = result["quantizer"]["mirrored"][variable]
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(first, one, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_without_gpus_or_tf_config_is_the_default_strategy(monkeypatch):
+    import tensorflow as tf
+
+    from oasis_vqvae.distribute import all_replicas, make_strategy, scale_for_replicas
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    strategy = make_strategy("auto")
+    assert strategy is tf.distribute.get_strategy()
+    assert strategy.num_replicas_in_sync == 1
+    # With one replica the helpers leave values alone.
+    value = tf.constant([1.0, 2.0])
+    assert all_replicas(value) is value and all_replicas(value, gather=True) is value
+    assert scale_for_replicas(value) is value
