@@ -28,6 +28,7 @@ from tests.pipeline.conftest import (  # noqa: E402,F401  (fixtures shared with 
     cli_env,
     free_port,
     repo_root,
+    tiny_dataset,
     tiny_overrides,
     tiny_params,
 )
