@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from oasis_vqvae.distribute import StrategyName
 from oasis_vqvae.errors import ConfigError
 
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -124,6 +125,8 @@ class VQVAEConfig(Block):
     batch_size: PosInt = 32
     learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
     seed: int = 0
+    strategy: StrategyName = "auto"
+    """tf.distribute strategy (see oasis_vqvae.distribute); batch_size is the global batch."""
 
 
 class PixelCNNConfig(Block):
@@ -140,6 +143,8 @@ class PixelCNNConfig(Block):
     batch_size: PosInt = 32
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
     seed: int = 0
+    strategy: StrategyName = "auto"
+    """tf.distribute strategy (see oasis_vqvae.distribute); batch_size is the global batch."""
 
     @field_validator("kernel_size")
     @classmethod

@@ -19,8 +19,10 @@ from typing import Any, Literal
 import keras
 import pandas as pd
 import tensorflow as tf
+from pydantic import BaseModel
 from tqdm.keras import TqdmCallback
 
+from oasis_vqvae.distribute import data_sharded
 from oasis_vqvae.tracking import StageRun
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,15 @@ def checkpoint_dir(out: Path) -> Path:
 def run_key(*parts: Any) -> str:
     """A short hash of JSON-serialisable parts (params blocks, data hashes)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def key_params(cfg: BaseModel) -> dict[str, Any]:
+    """The params of a training block that a checkpoint depends on.
+
+    All but ``strategy``: weights and optimizer state do not depend on how the batch was
+    spread over devices, so a job rescheduled onto another number of GPUs still resumes.
+    """
+    return cfg.model_dump(mode="json", exclude={"strategy"})
 
 
 def fit_resumable(
@@ -76,8 +87,8 @@ def fit_resumable(
         TqdmCallback(verbose=1, leave=False),
     ]
     model.fit(
-        train,
-        validation_data=validation,
+        data_sharded(train),
+        validation_data=data_sharded(validation),
         epochs=epochs,
         callbacks=callbacks,
         shuffle=False,  # the tf.data pipelines shuffle themselves

@@ -26,6 +26,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from oasis_vqvae.distribute import all_replicas
+
 __all__ = ["VectorQuantizer"]
 
 
@@ -55,6 +57,11 @@ class VectorQuantizer(keras.layers.Layer):
     ``K=128``, threshold ``0.03`` restarts codes receiving under 0.023% of the
     vectors. Draws come from a seeded ``keras.random.SeedGenerator`` and are
     XLA-safe.
+
+    Under a multi-replica ``tf.distribute`` strategy (``MirroredStrategy``...), the code
+    statistics and every codebook update use the whole global batch, gathered from all
+    replicas: each replica makes the update one device would make, so the copies of the
+    codebook stay identical (averaging per-replica half-batch statistics would not).
 
     Args:
         num_embeddings: Codebook size ``K`` (>= 2).
@@ -142,6 +149,7 @@ class VectorQuantizer(keras.layers.Layer):
             ),
             trainable=not self.ema,
             autocast=False,
+            aggregation="mean",  # updated by assignment too; replicas assign equal values
             name="embeddings",
         )
         if self.ema:
@@ -201,8 +209,12 @@ class VectorQuantizer(keras.layers.Layer):
         self._check_last_dim(inputs.shape[-1])
         z = ops.cast(inputs, "float32")
         flat = ops.reshape(z, (-1, self.embedding_dim))
+        # Under a multi-replica tf.distribute strategy each replica holds a slice of the batch;
+        # codebook updates and statistics use the whole batch, gathered from every replica, so
+        # all replicas make the same assignments (as one device would) and stay in sync.
+        batch_flat = all_replicas(ops.stop_gradient(flat), gather=True) if training else flat
         if training and self.data_init:
-            self._init_from_data(flat)
+            self._init_from_data(batch_flat)
 
         # Quantization.
         indices = self._nearest(flat)
@@ -217,8 +229,9 @@ class VectorQuantizer(keras.layers.Layer):
         loss = codebook_loss + self.beta * commitment_loss
         self.add_loss(loss)
 
-        # Codebook statistics.
-        encodings = ops.one_hot(indices, self.num_embeddings, dtype="float32")
+        # Codebook statistics (of the whole batch).
+        batch_indices = all_replicas(indices, gather=True)
+        encodings = ops.one_hot(batch_indices, self.num_embeddings, dtype="float32")
         counts = ops.sum(encodings, axis=0)
         probs = counts / ops.maximum(ops.sum(counts), 1.0)
         perplexity = ops.exp(-ops.sum(probs * ops.log(probs + 1e-10)))
@@ -227,9 +240,9 @@ class VectorQuantizer(keras.layers.Layer):
         # Codebook updates (training only).
         if training:
             if self.ema:
-                self._update_ema(flat, encodings, counts)
+                self._update_ema(batch_flat, encodings, counts)
             if self.restarts_enabled:
-                self._restart_dead_codes(flat, counts)
+                self._restart_dead_codes(batch_flat, counts)
 
         # Straight-through estimator.
         outputs = ops.cast(z + ops.stop_gradient(quantized - z), inputs.dtype)

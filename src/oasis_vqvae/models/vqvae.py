@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from oasis_vqvae.distribute import scale_for_replicas
 from oasis_vqvae.models.quantizer import VectorQuantizer
 
 __all__ = [
@@ -366,9 +367,11 @@ class VQVAETrainer(keras.Model):
         # Forward pass.
         with tf.GradientTape() as tape:
             _, stats = self._forward(x, training=True)
+            # Keras sums the replicas' gradients: each differentiates its loss / replicas.
+            scaled_loss = scale_for_replicas(stats["loss"])
         # Backpropagation.
         variables = self.vqvae.trainable_variables
-        grads = tape.gradient(stats["loss"], variables)
+        grads = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         return self._record(stats)
 

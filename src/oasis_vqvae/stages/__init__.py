@@ -10,12 +10,18 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from oasis_vqvae.storage import with_gcs_paths
+
 STAGES = ("ingest", "train-vqvae", "extract-codes", "train-pixelcnn", "generate", "evaluate")
 
 
 def stage_function(stage: str) -> Callable[..., Any]:
-    """The library function of a stage, by its CLI name (``train-vqvae``)."""
+    """The library function of a stage, by its CLI name (``train-vqvae``).
+
+    Wrapped so that every path argument, ``out`` included, may be a gs:// URI
+    (:func:`oasis_vqvae.storage.with_gcs_paths`); the stage itself sees local paths only.
+    """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
     name = stage.replace("-", "_")
-    return getattr(importlib.import_module(f"oasis_vqvae.stages.{name}"), name)
+    return with_gcs_paths(getattr(importlib.import_module(f"oasis_vqvae.stages.{name}"), name))

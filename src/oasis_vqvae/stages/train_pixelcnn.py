@@ -12,6 +12,7 @@ import numpy as np
 
 from oasis_vqvae import plots, tracking, training
 from oasis_vqvae.config import Params, PixelCNNConfig
+from oasis_vqvae.distribute import make_strategy
 from oasis_vqvae.stages.common import PIXELCNN_FILE, seed_everything, write_metrics
 from oasis_vqvae.stages.extract_codes import load_codes, read_codes_manifest
 from oasis_vqvae.storage import atomic_directory
@@ -36,19 +37,21 @@ def train_pixelcnn(params: Params, codes: str | Path, out: str | Path) -> Path:
     manifest = read_codes_manifest(codes)
     train_codes, val_codes = load_codes(codes, "train"), load_codes(codes, "validate")
     seed_everything(cfg.seed)
-    model = build_model(cfg, tuple(manifest["grid_shape"]), manifest["num_embeddings"])
-    with tracking.stage_run("train-pixelcnn", params, blocks=("pixelcnn",)) as run:
+    strategy = make_strategy(cfg.strategy)
+    with strategy.scope():  # variables are created where the strategy places them
+        model = build_model(cfg, tuple(manifest["grid_shape"]), manifest["num_embeddings"])
         model.compile(
             optimizer=keras.optimizers.Adam(cfg.learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
+    with tracking.stage_run("train-pixelcnn", params, blocks=("pixelcnn",)) as run:
         train = _dataset(train_codes, cfg.batch_size, shuffle_seed=cfg.seed)
         validation = _dataset(val_codes, cfg.batch_size)
         workdir = training.checkpoint_dir(out)
         history = training.fit_resumable(
             model, train, validation,
             epochs=cfg.epochs, workdir=workdir,
-            key=training.run_key(cfg.model_dump(mode="json"), _digest(train_codes)),
+            key=training.run_key(training.key_params(cfg), _digest(train_codes)),
             monitor="val_loss", mode="min", run=run,
         )  # fmt: skip
         # Cross-entropy in nats per code -> bits per code, the usual unit for likelihoods.

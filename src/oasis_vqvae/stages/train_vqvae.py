@@ -11,6 +11,7 @@ import numpy as np
 from oasis_vqvae import plots, tracking, training
 from oasis_vqvae.config import Params, VQVAEConfig
 from oasis_vqvae.data.shards import load_split, read_manifest
+from oasis_vqvae.distribute import make_strategy
 from oasis_vqvae.errors import ConfigError
 from oasis_vqvae.stages.common import VQVAE_FILE, seed_everything, write_metrics
 from oasis_vqvae.storage import atomic_directory
@@ -39,19 +40,22 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
     manifest = read_manifest(data)
     image_size = int(manifest["image_shape"][0])
     seed_everything(cfg.seed)
-    model = build_model(cfg, image_size)  # fails on a misfit before any training
+    strategy = make_strategy(cfg.strategy)
+    with strategy.scope():  # variables are created where the strategy places them
+        model = build_model(cfg, image_size)  # fails on a misfit before any training
     with tracking.stage_run("train-vqvae", params, blocks=("vqvae",)) as run:
         run.tag_pipeline({"data_hash": manifest["content_hash"]})
         train = load_split(data, "train", batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
         validation = load_split(data, "validate", batch_size=cfg.batch_size)
-        trainer = VQVAETrainer(model, data_variance=_pixel_variance(train))
-        trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
-        trainer.build((None, image_size, image_size, 1))
+        with strategy.scope():
+            trainer = VQVAETrainer(model, data_variance=_pixel_variance(train))
+            trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
+            trainer.build((None, image_size, image_size, 1))
         workdir = training.checkpoint_dir(out)
         history = training.fit_resumable(
             trainer, train, validation,
             epochs=cfg.epochs, workdir=workdir,
-            key=training.run_key(cfg.model_dump(mode="json"), manifest["content_hash"]),
+            key=training.run_key(training.key_params(cfg), manifest["content_hash"]),
             monitor="val_loss", mode="min", run=run,
         )  # fmt: skip
         best = history.loc[history["val_loss"].idxmin()]
