@@ -32,7 +32,7 @@ demo: $(INSTALLED) ## run the whole pipeline (dvc repro) on the built-in synthet
 	@echo "  codes         data/codes/           integer code grids per split, usage.png"
 	@echo "  PixelCNN      models/pixelcnn/      pixelcnn.keras, loss_curves.png"
 	@echo "  samples       outputs/samples/      sample_NNNN.png, grid.png"
-	@echo "  evaluation    outputs/eval/         metrics.json, ssim_histogram.png, worst_reconstructions.png"
+	@echo "  evaluation    outputs/eval/         metrics.json, report.html, ssim_histogram.png, ... (6 PNGs)"
 	@echo "  MLflow runs   make ui, then open http://127.0.0.1:5000"
 
 test: $(INSTALLED) ## run the whole test suite

@@ -410,10 +410,9 @@ def two_sample_test(
 
 
 def _probabilities(model: Any, images: np.ndarray) -> np.ndarray:
-    import keras
-
-    logits = model.predict(images[..., None], verbose=0)[:, 0]
-    return np.asarray(keras.ops.sigmoid(logits))
+    """The classifier's P(real) per image (sigmoid of its logit)."""
+    logits = np.asarray(model.predict(images[..., None], verbose=0)[:, 0], np.float64)
+    return 1.0 / (1.0 + np.exp(-logits))
 
 
 def _classifier(shape: tuple[int, ...]) -> Any:
