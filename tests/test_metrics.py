@@ -128,7 +128,7 @@ def test_wilson_interval_brackets_the_share():
 def test_two_sample_test_is_at_chance_on_two_halves_of_the_same_data(slices):
     order = np.random.default_rng(1).permutation(len(slices))
     result = metrics.two_sample_test(
-        slices[order[:24]], slices[order[24:]], epochs=10, batch_size=8, seed=0
+        slices[order[:24]], slices[order[24:]], steps=100, batch_size=8, seed=0
     )
     assert result.held_out == 24 and result.trained_on == 24
     assert 0.25 <= result.accuracy <= 0.75
@@ -137,7 +137,7 @@ def test_two_sample_test_is_at_chance_on_two_halves_of_the_same_data(slices):
 
 def test_two_sample_test_tells_slices_from_noise(slices):
     noise = np.random.default_rng(2).integers(0, 256, slices.shape, dtype=np.uint8)
-    result = metrics.two_sample_test(slices, noise, epochs=10, batch_size=8, seed=0)
+    result = metrics.two_sample_test(slices, noise, steps=100, batch_size=8, seed=0)
     assert result.accuracy >= 0.95 and result.ci_low > 0.5
     assert len(result.real_scores) == len(result.generated_scores) == 24
 

@@ -161,10 +161,11 @@ class TwoSampleTestConfig(Block):
 
     held_out: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     """Share of each set kept aside to measure the classifier's accuracy on."""
-    epochs: PosInt = 20
+    steps: PosInt = 200
+    """Training batches (the few images are passed over many times)."""
     batch_size: PosInt = 32
     max_seconds: Annotated[float, Field(gt=0.0)] = 30.0
-    """Training stops after this many seconds even if epochs remain."""
+    """Training stops after this many seconds even if steps remain."""
     seed: int = 0
 
 

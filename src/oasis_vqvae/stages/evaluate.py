@@ -130,7 +130,7 @@ def run_evaluation(
     nearest_train, train_index = metrics.nearest_ssim(generated, train, cfg.nearest_candidates)
     usage_test, usage_samples = code_usage(model, test_float, sample_codes, cfg.batch_size)
     c2st = metrics.two_sample_test(
-        test, generated, held_out=cfg.c2st.held_out, epochs=cfg.c2st.epochs,
+        test, generated, held_out=cfg.c2st.held_out, steps=cfg.c2st.steps,
         batch_size=cfg.c2st.batch_size, max_seconds=cfg.c2st.max_seconds, seed=cfg.c2st.seed,
     )  # fmt: skip
     values = {
@@ -309,7 +309,7 @@ def c2st_note(c2st: metrics.TwoSampleResult) -> str:
         else "the classifier does worse than chance (too little data or training)"
     )
     return (
-        f"A small CNN trained on {c2st.trained_on} images ({c2st.epochs} epochs) classifies "
+        f"A small CNN trained on {c2st.trained_on} images ({c2st.steps} steps) classifies "
         f"{c2st.held_out} held-out images (half real test slices, half samples) with accuracy "
         f"{c2st.accuracy:.1%}, 95% Wilson interval [{c2st.ci_low:.1%}, {c2st.ci_high:.1%}]: "
         f"{verdict} (50% = indistinguishable)."
