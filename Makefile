@@ -56,6 +56,7 @@ ui: $(INSTALLED) ## start the MLflow UI on the local tracking store (http://127.
 bench: $(INSTALLED) ## run the speed benchmarks (each prints a ratio against its baseline)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/nearest_neighbours.py
 
 lock: ## re-resolve constraints.txt from pyproject.toml (then commit it)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra cuda --python-version 3.11 \
