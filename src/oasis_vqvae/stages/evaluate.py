@@ -48,7 +48,8 @@ REPORT = "report.html"
 class Evaluation:
     """Everything the figures and the report are drawn from."""
 
-    metrics: dict[str, float | int]
+    values: dict[str, float | int]
+    """The flat ``metrics.json``."""
     test: np.ndarray
     reconstructed: np.ndarray
     ssim: np.ndarray
@@ -85,15 +86,15 @@ def evaluate(
         run.tag_pipeline({"data_hash": manifest["content_hash"]})
         result = run_evaluation(model, data, generated, sample_codes, cfg)
         with atomic_directory(out) as tmp:
-            write_metrics(tmp, result.metrics)
+            write_metrics(tmp, result.values)
             write_figures(tmp, result, cfg)
             write_report(tmp, result, cfg, Path(vqvae), Path(pixelcnn), Path(samples))
-        run.log_metrics(result.metrics)
+        run.log_metrics(result.values)
         run.log_artifacts(*(out / name for name in FIGURES), out / REPORT)
-        run.finish_pipeline(result.metrics)
+        run.finish_pipeline(result.values)
     log.info(
         "evaluate: test SSIM %.3f, C2ST accuracy %.2f -> %s",
-        result.metrics["ssim_mean"], result.metrics["c2st_accuracy"], out,
+        result.values["ssim_mean"], result.values["c2st_accuracy"], out,
     )  # fmt: skip
     return out
 
@@ -249,7 +250,7 @@ def write_report(
     out: Path, result: Evaluation, cfg: EvaluateConfig, vqvae: Path, pixelcnn: Path, samples: Path
 ) -> Path:
     """``out/report.html``: the metrics and every figure of the evaluation on one page."""
-    c2st, values = result.c2st, result.metrics
+    c2st, values = result.c2st, result.values
     figure = report.figure
     sections = [
         ("Metrics", report.metrics_table(values)),
