@@ -32,7 +32,7 @@ demo: $(INSTALLED) ## run the whole pipeline (dvc repro) on the built-in synthet
 	@echo "  codes         data/codes/           integer code grids per split, usage.png"
 	@echo "  PixelCNN      models/pixelcnn/      pixelcnn.keras, loss_curves.png"
 	@echo "  samples       outputs/samples/      sample_NNNN.png, grid.png"
-	@echo "  evaluation    outputs/eval/         metrics.json, ssim_histogram.png, worst_reconstructions.png"
+	@echo "  evaluation    outputs/eval/         metrics.json, report.html, ssim_histogram.png, ... (6 PNGs)"
 	@echo "  MLflow runs   make ui, then open http://127.0.0.1:5000"
 
 test: $(INSTALLED) ## run the whole test suite
@@ -57,6 +57,7 @@ bench: $(INSTALLED) ## run the speed benchmarks (each prints a ratio against its
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/sampling.py
+	$(BIN)/python benchmarks/nearest_neighbours.py
 
 lock: ## re-resolve constraints.txt from pyproject.toml (then commit it)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra cuda --python-version 3.11 \

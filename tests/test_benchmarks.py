@@ -39,3 +39,8 @@ def test_train_throughput_benchmark_prints_its_ratio():
         "benchmarks/train_throughput.py", "--sizes", "32", "--steps", "2", "--warmup", "1"
     )
     assert re.fullmatch(r"train_vs_baseline: \d+\.\d\d", line), line
+
+
+def test_nearest_neighbours_benchmark_prints_its_ratio():
+    line = _last_line("benchmarks/nearest_neighbours.py", "--quick")
+    assert re.fullmatch(r"nearest_vs_naive: \d+\.\d\d", line), line

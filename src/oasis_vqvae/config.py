@@ -166,10 +166,31 @@ class GenerateConfig(Block):
     Both give the same codes; naive is kept for checking."""
 
 
+class TwoSampleTestConfig(Block):
+    """The classifier two-sample test: a small CNN tells real test slices from samples."""
+
+    held_out: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    """Share of each set kept aside to measure the classifier's accuracy on."""
+    steps: PosInt = 200
+    """Training batches (the few images are passed over many times)."""
+    batch_size: PosInt = 32
+    max_seconds: Annotated[float, Field(gt=0.0)] = 30.0
+    """Training stops after this many seconds even if steps remain."""
+    seed: int = 0
+
+
 class EvaluateConfig(Block):
     """Evaluation of reconstructions and samples."""
 
     batch_size: PosInt = 64
+    copy_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    """A sample whose SSIM to its nearest training slice reaches this is counted as a copy."""
+    nearest_candidates: NonNegInt = 0
+    """0: exact nearest-neighbour search (SSIM to every slice); k: exact SSIM to the k nearest
+    by pooled L2 distance only (much faster on large sets, may miss the SSIM-nearest)."""
+    diversity_images: Annotated[int, Field(ge=2)] = 100
+    """At most this many images (seeded choice) per set for the mean pairwise MS-SSIM."""
+    c2st: TwoSampleTestConfig = TwoSampleTestConfig()
 
 
 class TrackingConfig(Block):

@@ -79,6 +79,29 @@ def histogram(
     return _save(fig, path)
 
 
+def histograms(
+    series: Mapping[str, np.ndarray],
+    path: Path,
+    title: str,
+    xlabel: str,
+    bins: int | Sequence[float] = 20,
+    marker: tuple[float, str] | None = None,
+) -> Path:
+    """Overlaid histograms of several named arrays; ``marker`` = (x, label) draws a line."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    edges = np.histogram_bin_edges(np.concatenate([np.ravel(v) for v in series.values()]), bins)
+    for name, values in series.items():
+        ax.hist(np.ravel(values), bins=edges, alpha=0.55, label=f"{name} (n={np.size(values)})")
+    if marker is not None:
+        ax.axvline(marker[0], color="#c44e52", linestyle="--", label=marker[1])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def code_usage(counts: Mapping[str, np.ndarray], path: Path, title: str) -> Path:
     """Bar chart of how often each codebook entry is used, one series per split."""
     fig, ax = plt.subplots(figsize=(8, 3.5))

@@ -26,6 +26,17 @@ def embedded_image(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def figure(path: Path, caption: str) -> str:
+    """An embedded image with its caption (if any) below it."""
+    note = paragraph(caption) if caption else ""
+    return embedded_image(path, caption or Path(path).stem.replace("_", " ")) + note
+
+
+def paragraph(text: str) -> str:
+    """A paragraph of escaped text."""
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
 def metrics_table(metrics: Mapping[str, float | int]) -> str:
     """A two-column table of metric names and values."""
     rows = "".join(

@@ -91,6 +91,7 @@ def test_plots_render(repro):
     dvc(repo, env, "plots", "show", "-o", "plots-html")
     html = (repo / "plots-html" / "index.html").read_text()
     assert "VQ-VAE losses" in html and "PixelCNN bits per code" in html
+    assert "nearest_training.png" in html
 
 
 def test_mlflow_has_parent_with_six_children_and_models(repro, mlflow_server):
@@ -118,6 +119,9 @@ def test_mlflow_has_parent_with_six_children_and_models(repro, mlflow_server):
     artifacts = {a.path for a in client.list_artifacts(vqvae_run.info.run_id)}
     assert {"history.csv", "loss_curves.png", "reconstructions.png"} <= artifacts
     assert by_stage["ingest"].data.params["data.image_size"] == "32"
+    assert 0.0 <= parent.data.metrics["c2st_accuracy"] <= 1.0
+    evaluate_artifacts = {a.path for a in client.list_artifacts(by_stage["evaluate"].info.run_id)}
+    assert {"report.html", "nearest_training.png", "code_usage.png"} <= evaluate_artifacts
 
     for name, stage in (("oasis-vqvae", "train-vqvae"), ("oasis-pixelcnn", "train-pixelcnn")):
         versions = client.search_model_versions(f"name = '{name}'")

@@ -102,31 +102,62 @@ def test_generate_is_reproducible_with_either_sampler(run_dir, tmp_path, tiny_pa
     assert np.array_equal(again, np.load(run_dir / "samples" / "codes.npy"))
 
 
-def test_evaluate_metrics(run_dir):
+EVALUATE_KEYS = (
+    "ssim_mean", "ssim_std", "ssim_min", "ssim_p05", "ms_ssim_mean", "psnr_mean", "mse_mean",
+    "perplexity_test", "codes_used_test", "perplexity_samples", "code_kl_samples_vs_test",
+    "nearest_test_ssim_mean", "nearest_train_ssim_mean", "copies_share",
+    "diversity_ms_ssim_samples", "diversity_ms_ssim_real",
+    "c2st_accuracy", "c2st_ci_low", "c2st_ci_high", "test_slices", "samples",
+)  # fmt: skip
+"""The keys the issue names, so runs stay comparable (plus the slice and sample counts)."""
+
+
+def test_evaluate_metrics(run_dir, tiny_dataset):
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
-    for key in (
-        "ssim_mean",
-        "ssim_std",
-        "ssim_min",
-        "psnr_mean",
-        "mse_mean",
-        "perplexity_test",
-        "nearest_test_ssim_mean",
-    ):
-        assert np.isfinite(metrics[key]), key
-    assert -1.0 <= metrics["ssim_min"] <= metrics["ssim_mean"] <= 1.0
+    for key in EVALUATE_KEYS:
+        assert isinstance(metrics[key], int | float) and np.isfinite(metrics[key]), key
+    manifest = json.loads((tiny_dataset / "manifest.json").read_text())
+    assert metrics["test_slices"] == manifest["counts"]["test"] and metrics["samples"] == 4
+    assert -1.0 <= metrics["ssim_min"] <= metrics["ssim_p05"] <= metrics["ssim_mean"] <= 1.0
+    assert 0.0 <= metrics["ms_ssim_mean"] <= 1.0
     assert metrics["mse_mean"] > 0 and metrics["psnr_mean"] > 0
-    assert 1.0 <= metrics["perplexity_test"] <= 16.0
-    for png in ("ssim_histogram.png", "worst_reconstructions.png"):
-        assert (run_dir / "eval" / png).exists()
+    assert 1.0 <= metrics["perplexity_test"] <= metrics["codes_used_test"] <= 16
+    assert 1.0 <= metrics["perplexity_samples"] <= 16.0
+    assert metrics["code_kl_samples_vs_test"] >= 0.0
+    assert -1.0 <= metrics["nearest_test_ssim_mean"] <= 1.0
+    assert -1.0 <= metrics["nearest_train_ssim_mean"] <= 1.0
+    assert metrics["copies_share"] in (0.0, 0.25, 0.5, 0.75, 1.0)  # 4 samples
+    assert metrics["c2st_ci_low"] <= metrics["c2st_accuracy"] <= metrics["c2st_ci_high"]
+    for png in (
+        "ssim_histogram.png",
+        "reconstructions_by_ssim.png",
+        "nearest_ssim.png",
+        "nearest_training.png",
+        "code_usage.png",
+        "c2st_scores.png",
+    ):
+        assert Image.open(run_dir / "eval" / png).size[0] > 100, png
 
 
-def test_evaluate_report_is_self_contained(run_dir):
+def test_evaluate_report_has_every_section_and_is_self_contained(run_dir):
     page = (run_dir / "eval" / "report.html").read_text()
-    for heading in ("Metrics", "VQ-VAE training", "PixelCNN training", "Generated slices"):
+    for heading in (
+        "Metrics",
+        "VQ-VAE training",
+        "PixelCNN training",
+        "SSIM of test reconstructions",
+        "Best, median and worst reconstructions",
+        "Generated slices",
+        "Realism and memorisation",
+        "Samples beside their nearest training slices",
+        "Code usage: real vs generated",
+        "Two-sample test",
+    ):
         assert f"<h2>{heading}</h2>" in page, heading
-    assert page.count("data:image/png;base64,") == 6
-    assert "ssim_mean" in page and 'src="http' not in page
+    assert page.count("data:image/png;base64,") == 10
+    assert all(key in page for key in EVALUATE_KEYS)
+    assert "Wilson interval" in page and "window, sigma 1.5, K1 0.01, K2 0.03" in page
+    assert 'src="http' not in page
 
 
 def test_model_that_does_not_fit_the_images_fails_before_training(

@@ -1,0 +1,477 @@
+"""Image and sample-quality metrics: SSIM, MS-SSIM, PSNR, nearest neighbours, code KL, C2ST.
+
+Every image function takes grayscale images ``(N, H, W)``: float32 in [0, 1], or uint8 in
+[0, 255] (scaled to [0, 1] on the fly, so large reference sets can stay in 8 bits).
+
+SSIM (Wang et al. 2004) is computed on the value range the slices are stored in (8-bit,
+scaled to [0, 1], so ``max_val`` = 1), with the constants of the paper and of
+``tf.image.ssim``: an 11x11 Gaussian window of sigma 1.5 (separable, normalised to sum 1),
+``K1 = 0.01``, ``K2 = 0.03`` (``C1 = (K1 L)^2``, ``C2 = (K2 L)^2`` with ``L = 1``), population
+(biased) local variances, 'valid' filtering (no padding, so a 64 px image has 54 x 54 windows),
+and the mean of the per-window SSIM map as the image's score. This equals scikit-image's
+``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+data_range=1)`` up to float32 rounding (the tests check 1e-3).
+
+MS-SSIM (Wang et al. 2003) is ``tf.image.ssim_multiscale`` with the same window and constants.
+Its five scales need images of at least 161 px (the coarsest scale, 1/16 of the side, must hold
+the 11 px window). Smaller images use as many scales as fit (:func:`ms_ssim_scales`: 3 at
+64 px, 2 at 32 px) and the first power factors renormalised to sum 1; scores are comparable
+only between runs of the same image size.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from oasis_vqvae.errors import DataError
+
+if TYPE_CHECKING:  # heavy import, loaded lazily at run time
+    import tensorflow as tf
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+MS_SSIM_POWER_FACTORS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+"""Weights of the five MS-SSIM scales, finest first (Wang et al. 2003, as in TensorFlow)."""
+KL_PSEUDOCOUNT = 0.5
+"""Added to every bin of both code histograms, so a code unseen on one side has finite KL."""
+PAIR_BUDGET = 2**24
+"""Pixels (pairs x H x W) per block of the vectorised SSIM search: ~64 MB per float32 map."""
+PREFILTER_SIDE = 64
+"""Images are average-pooled to at most this side for the cheap pre-filter distance."""
+
+
+def as_float(images: np.ndarray) -> np.ndarray:
+    """Images as float32 in [0, 1]; uint8 input is divided by 255."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    return images.astype(np.float32, copy=False)
+
+
+def _check_pairs(images: np.ndarray, others: np.ndarray) -> None:
+    if images.ndim != 3 or images.shape != others.shape:
+        raise DataError(
+            f"expected two image stacks (N, H, W) of one shape, got {images.shape} and "
+            f"{others.shape}"
+        )
+
+
+def ssim(images: np.ndarray, others: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """SSIM ``(N,)`` of each image to its counterpart (``tf.image.ssim``, see module doc)."""
+    import tensorflow as tf
+
+    _check_pairs(images, others)
+    scores = [
+        tf.image.ssim(
+            as_float(images[i : i + batch_size])[..., None],
+            as_float(others[i : i + batch_size])[..., None],
+            max_val=1.0, filter_size=SSIM_WINDOW, filter_sigma=SSIM_SIGMA, k1=SSIM_K1, k2=SSIM_K2,
+        ).numpy()
+        for i in range(0, len(images), batch_size)
+    ]  # fmt: skip
+    return np.concatenate(scores) if scores else np.zeros(0, np.float32)
+
+
+def ms_ssim_scales(side: int) -> int:
+    """How many MS-SSIM scales (at most 5) fit an image whose smaller side is ``side``.
+
+    Scale ``s`` (0-based) has side ``ceil(side / 2**s)``, which must hold the 11 px window.
+    """
+    if side < SSIM_WINDOW:
+        raise DataError(f"SSIM needs images of at least {SSIM_WINDOW} px, got {side}")
+    scales = 1
+    while scales < len(MS_SSIM_POWER_FACTORS) and math.ceil(side / 2**scales) >= SSIM_WINDOW:
+        scales += 1
+    return scales
+
+
+def ms_ssim_power_factors(side: int) -> tuple[float, ...]:
+    """The first :func:`ms_ssim_scales` power factors, renormalised to sum 1."""
+    factors = MS_SSIM_POWER_FACTORS[: ms_ssim_scales(side)]
+    return tuple(f / sum(factors) for f in factors)
+
+
+def ms_ssim(images: np.ndarray, others: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """MS-SSIM ``(N,)`` of each image to its counterpart (``tf.image.ssim_multiscale``)."""
+    import tensorflow as tf
+
+    _check_pairs(images, others)
+    factors = ms_ssim_power_factors(min(images.shape[1:]))
+    scores = [
+        tf.image.ssim_multiscale(
+            as_float(images[i : i + batch_size])[..., None],
+            as_float(others[i : i + batch_size])[..., None],
+            max_val=1.0, power_factors=factors, filter_size=SSIM_WINDOW,
+            filter_sigma=SSIM_SIGMA, k1=SSIM_K1, k2=SSIM_K2,
+        ).numpy()
+        for i in range(0, len(images), batch_size)
+    ]  # fmt: skip
+    return np.concatenate(scores) if scores else np.zeros(0, np.float32)
+
+
+def mse(images: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Mean squared error ``(N,)`` per image pair, on [0, 1] values."""
+    _check_pairs(images, others)
+    return np.mean(np.square(as_float(images) - as_float(others)), axis=(1, 2))
+
+
+def psnr(mse_values: np.ndarray) -> np.ndarray:
+    """Peak signal-to-noise ratio in dB from per-image MSE on [0, 1] values (peak 1)."""
+    return 10.0 * np.log10(1.0 / np.maximum(np.asarray(mse_values), 1e-12))
+
+
+def mean_pairwise_ms_ssim(
+    images: np.ndarray, max_images: int, seed: int = 0, batch_size: int = 256
+) -> float:
+    """Mean MS-SSIM over all pairs of (at most ``max_images``, seeded choice of) images.
+
+    A diversity measure: lower means the images differ more from one another.
+    """
+    if len(images) < 2:
+        raise DataError(f"diversity needs at least 2 images, got {len(images)}")
+    if len(images) > max_images:
+        chosen = np.random.default_rng(seed).choice(len(images), max_images, replace=False)
+        images = images[np.sort(chosen)]
+    first, second = np.triu_indices(len(images), k=1)
+    scores = [
+        ms_ssim(images[first[i : i + batch_size]], images[second[i : i + batch_size]])
+        for i in range(0, len(first), batch_size)
+    ]
+    return float(np.concatenate(scores).mean())
+
+
+# --- nearest neighbours by SSIM ------------------------------------------------------------------
+
+
+def _gaussian_kernel() -> np.ndarray:
+    """The normalised 1-D window; its outer product is tf.image.ssim's 2-D window."""
+    offsets = np.arange(SSIM_WINDOW, dtype=np.float64) - (SSIM_WINDOW - 1) / 2
+    weights = np.exp(-(offsets**2) / (2 * SSIM_SIGMA**2))
+    return (weights / weights.sum()).astype(np.float32)
+
+
+def _blur(images: tf.Tensor) -> tf.Tensor:
+    """Gaussian-weighted local means ``(..., H-10, W-10)`` of ``(..., H, W)``: two 1-D passes.
+
+    The images become the channels of one depthwise convolution, several times faster on a
+    CPU than a batch of one-channel images.
+    """
+    import tensorflow as tf
+
+    kernel = _gaussian_kernel()
+    shape = tf.shape(images)
+    height, width = shape[-2], shape[-1]
+    channels = tf.transpose(tf.reshape(images, [-1, height, width]), [1, 2, 0])[None]
+    count = tf.shape(channels)[-1]
+    rows = tf.tile(kernel.reshape(-1, 1, 1, 1), [1, 1, count, 1])
+    cols = tf.tile(kernel.reshape(1, -1, 1, 1), [1, 1, count, 1])
+    blurred = tf.nn.depthwise_conv2d(channels, rows, [1, 1, 1, 1], "VALID")
+    blurred = tf.nn.depthwise_conv2d(blurred, cols, [1, 1, 1, 1], "VALID")
+    blurred = tf.transpose(blurred[0], [2, 0, 1])
+    return tf.reshape(blurred, tf.concat([shape[:-2], tf.shape(blurred)[1:]], axis=0))
+
+
+def _local_stats(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Local means and (population) variances of every window."""
+    mean = _blur(images)
+    return mean, _blur(images * images) - mean * mean
+
+
+def _ssim_from_stats(
+    mean_x: tf.Tensor, var_x: tf.Tensor, mean_y: tf.Tensor, var_y: tf.Tensor, cross: tf.Tensor
+) -> tf.Tensor:
+    """Mean SSIM over the last two axes, from local statistics and ``cross`` = blur(x * y)."""
+    import tensorflow as tf
+
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    covariance = cross - mean_x * mean_y
+    luminance = (2 * mean_x * mean_y + c1) / (mean_x**2 + mean_y**2 + c1)
+    structure = (2 * covariance + c2) / (var_x + var_y + c2)
+    return tf.reduce_mean(luminance * structure, axis=[-2, -1])
+
+
+def pairwise_ssim(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """SSIM ``(M, N)`` of every query to every reference, in vectorised blocks.
+
+    Local means and variances are computed once per image; only blur(x * y) is per pair.
+    Same formula and window as :func:`ssim` (the tests check they agree).
+    """
+    import tensorflow as tf
+
+    _check_stack(queries, references)
+    pixels = int(np.prod(queries.shape[1:]))
+    block = max(1, int(math.isqrt(PAIR_BUDGET // pixels)))
+    out = np.empty((len(queries), len(references)), np.float32)
+    for r in range(0, len(references), block):
+        ref = tf.constant(as_float(references[r : r + block]))
+        mean_y, var_y = _local_stats(ref)
+        for q in range(0, len(queries), block):
+            query = tf.constant(as_float(queries[q : q + block]))
+            mean_x, var_x = _local_stats(query)
+            cross = _blur(query[:, None] * ref[None])
+            out[q : q + block, r : r + block] = _ssim_from_stats(
+                mean_x[:, None], var_x[:, None], mean_y[None], var_y[None], cross
+            ).numpy()
+    return out
+
+
+def candidate_ssim(queries: np.ndarray, references: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """SSIM ``(M, k)`` of each query to its own k references ``references[indices[m]]``."""
+    import tensorflow as tf
+
+    pixels = int(np.prod(queries.shape[1:]))
+    per_block = max(1, PAIR_BUDGET // (pixels * indices.shape[1]))
+    out = np.empty(indices.shape, np.float32)
+    for q in range(0, len(queries), per_block):
+        query = tf.constant(as_float(queries[q : q + per_block]))
+        ref = tf.constant(as_float(references[indices[q : q + per_block]]))
+        mean_x, var_x = _local_stats(query)
+        mean_y, var_y = _local_stats(ref)
+        cross = _blur(query[:, None] * ref)
+        out[q : q + per_block] = _ssim_from_stats(
+            mean_x[:, None], var_x[:, None], mean_y, var_y, cross
+        ).numpy()
+    return out
+
+
+def _check_stack(queries: np.ndarray, references: np.ndarray) -> None:
+    if queries.ndim != 3 or references.ndim != 3 or queries.shape[1:] != references.shape[1:]:
+        raise DataError(
+            f"expected image stacks (N, H, W) of one image size, got {queries.shape} and "
+            f"{references.shape}"
+        )
+    if len(references) == 0:
+        raise DataError("nearest-neighbour search needs at least one reference image")
+
+
+def _pooled(images: np.ndarray) -> np.ndarray:
+    """Images average-pooled to at most PREFILTER_SIDE, flattened ``(N, D)`` float32."""
+    factor = max(1, min(images.shape[1:]) // PREFILTER_SIDE)
+    height, width = (side - side % factor for side in images.shape[1:])
+    chunk = max(1, PAIR_BUDGET // (height * width))  # bounds the float32 copy
+    pooled = [
+        as_float(images[i : i + chunk, :height, :width])
+        .reshape(-1, height // factor, factor, width // factor, factor)
+        .mean(axis=(2, 4))
+        .reshape(-1, (height // factor) * (width // factor))
+        for i in range(0, len(images), chunk)
+    ]
+    return np.concatenate(pooled)
+
+
+def prefilter(queries: np.ndarray, references: np.ndarray, candidates: int) -> np.ndarray:
+    """Indices ``(M, k)`` of each query's ``candidates`` nearest references by pooled L2.
+
+    Squared distances come from one matrix product, ``|x|^2 + |y|^2 - 2 x.y``, per block of
+    references (kept as they are, e.g. uint8, until pooled), so memory stays bounded.
+    """
+    import tensorflow as tf
+
+    query = tf.constant(_pooled(queries))
+    query_norm = tf.reduce_sum(query * query, axis=1, keepdims=True)
+    block = max(1, 16 * PAIR_BUDGET // int(np.prod(references.shape[1:])))
+    best = best_index = None
+    for r in range(0, len(references), block):
+        ref = tf.constant(_pooled(references[r : r + block]))
+        distance = (
+            query_norm + tf.reduce_sum(ref * ref, axis=1)[None] - 2 * query @ tf.transpose(ref)
+        )
+        index = tf.broadcast_to(tf.range(r, r + ref.shape[0])[None], tf.shape(distance))
+        if best is not None:  # keep the k best so far beside this block's
+            distance = tf.concat([best, distance], axis=1)
+            index = tf.concat([best_index, index], axis=1)
+        negated, order = tf.math.top_k(-distance, k=min(candidates, int(distance.shape[1])))
+        best, best_index = -negated, tf.gather(index, order, batch_dims=1)
+    return best_index.numpy()
+
+
+def nearest_ssim(
+    queries: np.ndarray, references: np.ndarray, candidates: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's highest SSIM to any reference and that reference's index, ``(M,)`` each.
+
+    With ``candidates`` = 0 (or at least the number of references) the search is exact: SSIM
+    of every pair, computed in vectorised blocks (:func:`pairwise_ssim`). Otherwise it is
+    pre-filtered: exact SSIM only to each query's ``candidates`` nearest references by L2
+    distance on images average-pooled to at most 64 px (:func:`prefilter`). That can miss
+    the SSIM-nearest reference if it is not among the L2-nearest; near-copies (SSIM ~ 1) have
+    a tiny L2 distance, so copy detection is not affected in practice.
+    ``benchmarks/nearest_neighbours.py`` reports how often the two agree.
+    """
+    _check_stack(queries, references)
+    if len(queries) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
+    if candidates <= 0 or candidates >= len(references):
+        scores = pairwise_ssim(queries, references)
+        best = np.argmax(scores, axis=1)
+        return scores[np.arange(len(queries)), best], best
+    indices = prefilter(queries, references, candidates)
+    scores = candidate_ssim(queries, references, indices)
+    best = np.argmax(scores, axis=1)
+    return scores[np.arange(len(queries)), best], indices[np.arange(len(queries)), best]
+
+
+# --- latent codes --------------------------------------------------------------------------------
+
+
+def code_histogram(codes: np.ndarray, num_embeddings: int) -> np.ndarray:
+    """How often each of ``num_embeddings`` codes occurs in integer code grids."""
+    codes = np.asarray(codes).ravel()
+    if codes.size and (codes.min() < 0 or codes.max() >= num_embeddings):
+        raise DataError(
+            f"codes must lie in [0, {num_embeddings}), got {codes.min()}..{codes.max()}"
+        )
+    return np.bincount(codes.astype(np.int64), minlength=num_embeddings)
+
+
+def code_kl(
+    counts_p: np.ndarray, counts_q: np.ndarray, pseudocount: float = KL_PSEUDOCOUNT
+) -> float:
+    """KL(P || Q) in nats between two code histograms, each smoothed by ``pseudocount``."""
+    if np.shape(counts_p) != np.shape(counts_q):
+        raise DataError(f"histograms differ in size: {np.shape(counts_p)} vs {np.shape(counts_q)}")
+    p = np.asarray(counts_p, np.float64) + pseudocount
+    q = np.asarray(counts_q, np.float64) + pseudocount
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum(p * np.log(p / q)))
+
+
+# --- classifier two-sample test ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TwoSampleResult:
+    """Held-out accuracy of a real-vs-generated classifier (0.5 = indistinguishable)."""
+
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    held_out: int
+    """Held-out images (half real, half generated) the accuracy is measured on."""
+    trained_on: int
+    steps: int
+    """Training steps actually run (fewer than asked if the time limit stopped training)."""
+    real_scores: tuple[float, ...]
+    """Classifier's probability of 'real' for each held-out real image."""
+    generated_scores: tuple[float, ...]
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95 % for z = 1.96)."""
+    if trials <= 0:
+        raise DataError("a confidence interval needs at least one trial")
+    share = successes / trials
+    denominator = 1 + z**2 / trials
+    centre = (share + z**2 / (2 * trials)) / denominator
+    half = z * math.sqrt(share * (1 - share) / trials + z**2 / (4 * trials**2)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def two_sample_test(
+    real: np.ndarray,
+    generated: np.ndarray,
+    *,
+    held_out: float = 0.5,
+    steps: int = 200,
+    batch_size: int = 32,
+    max_seconds: float = 30.0,
+    seed: int = 0,
+) -> TwoSampleResult:
+    """Classifier two-sample test (Lopez-Paz & Oquab 2017) with a small seeded CNN.
+
+    Both sets are cut to the size of the smaller (seeded choice) so chance is exactly 50 %;
+    ``held_out`` of each is kept aside, the CNN trains on the rest for ``steps`` batches
+    (reshuffled passes; at most ``max_seconds`` seconds), and its accuracy on the held-out
+    images is reported with a 95 % Wilson interval. An interval containing 0.5 means the
+    classifier could not tell the sets apart (with few images, only large differences show).
+    """
+    import keras
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    count = min(len(real), len(generated))
+    test_count = int(round(count * held_out))
+    if test_count < 1 or count - test_count < 1:
+        raise DataError(
+            f"two-sample test: {count} images per set leave none to train or to test with "
+            f"held_out {held_out}; need more samples (generate.count) or test slices"
+        )
+    real = as_float(real)[rng.choice(len(real), count, replace=False)]
+    generated = as_float(generated)[rng.choice(len(generated), count, replace=False)]
+    train_x = np.concatenate([real[test_count:], generated[test_count:]])[..., None]
+    train_y = np.repeat([1.0, 0.0], count - test_count).astype(np.float32)
+    keras.utils.set_random_seed(seed)
+    batches = (
+        tf.data.Dataset.from_tensor_slices((train_x, train_y))
+        .shuffle(len(train_x), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size)
+    )  # one Keras epoch of `steps` batches: no per-epoch overhead on tiny sets
+    model, limit = _classifier(real.shape[1:]), _StepsAndTimeLimit(max_seconds)
+    model.fit(
+        batches, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0, callbacks=[limit]
+    )  # shuffled above
+    scores = _probabilities(model, np.concatenate([real[:test_count], generated[:test_count]]))
+    correct = int(np.sum(scores[:test_count] > 0.5) + np.sum(scores[test_count:] <= 0.5))
+    low, high = wilson_interval(correct, 2 * test_count)
+    return TwoSampleResult(
+        accuracy=correct / (2 * test_count), ci_low=low, ci_high=high,
+        held_out=2 * test_count, trained_on=len(train_x), steps=limit.steps,
+        real_scores=tuple(map(float, scores[:test_count])),
+        generated_scores=tuple(map(float, scores[test_count:])),
+    )  # fmt: skip
+
+
+def _probabilities(model: Any, images: np.ndarray) -> np.ndarray:
+    """The classifier's P(real) per image (sigmoid of its logit)."""
+    logits = np.asarray(model.predict(images[..., None], verbose=0)[:, 0], np.float64)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _classifier(shape: tuple[int, ...]) -> Any:
+    """Three stride-2 convolutions, global pooling, one logit; inputs pooled to <= 64 px."""
+    import keras
+
+    layers = keras.layers
+    pool = max(1, min(shape) // PREFILTER_SIDE)
+    model = keras.Sequential(
+        [
+            keras.Input((*shape, 1)),
+            layers.AveragePooling2D(pool) if pool > 1 else layers.Identity(),
+            layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+            layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+            layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(1),
+        ],
+        name="c2st_classifier",
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def _StepsAndTimeLimit(seconds: float) -> Any:  # noqa: N802 (builds a Keras callback)
+    """A callback counting training steps that stops training after ``seconds``."""
+    import keras
+
+    class StepsAndTimeLimit(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps, self.deadline = 0, time.monotonic() + seconds
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.steps += 1
+            if time.monotonic() > self.deadline:
+                self.model.stop_training = True
+
+    return StepsAndTimeLimit()

@@ -1,0 +1,147 @@
+"""Metric functions on known cases: SSIM against scikit-image, copies, code KL, the C2ST."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.metrics import structural_similarity
+
+from oasis_vqvae import metrics
+from oasis_vqvae.data.synthetic import generate_subject_slices
+from oasis_vqvae.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def slices() -> np.ndarray:
+    """48 synthetic brain slices of 32 px from 4 subjects, uint8 (48, 32, 32)."""
+    return np.concatenate([generate_subject_slices(3, s, 12, 32) for s in range(1, 5)])
+
+
+@pytest.fixture(scope="module")
+def pairs(slices) -> tuple[np.ndarray, np.ndarray]:
+    """Slices and noisy, shifted versions of them, float32 in [0, 1]."""
+    rng = np.random.default_rng(0)
+    images = metrics.as_float(slices[:12])
+    noisy = np.clip(np.roll(images, 1, axis=2) + rng.normal(0, 0.05, images.shape), 0, 1)
+    return images, noisy.astype(np.float32)
+
+
+def test_identical_images_have_ssim_and_ms_ssim_one(slices):
+    images = slices[:6]
+    assert np.allclose(metrics.ssim(images, images), 1.0, atol=1e-6)
+    assert np.allclose(metrics.ms_ssim(images, images), 1.0, atol=1e-6)
+    assert np.allclose(metrics.pairwise_ssim(images, images).diagonal(), 1.0, atol=1e-5)
+
+
+def test_ssim_agrees_with_scikit_image(pairs):
+    images, noisy = pairs
+    ours = metrics.ssim(images, noisy)
+    reference = [
+        structural_similarity(
+            a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0
+        )
+        for a, b in zip(images, noisy, strict=True)
+    ]
+    assert 0.2 < ours.min() < ours.max() < 0.99  # a spread of real values, not a degenerate case
+    assert np.max(np.abs(ours - reference)) < 1e-3
+
+
+def test_vectorised_search_matches_per_pair_ssim(pairs, slices):
+    images, noisy = pairs
+    matrix = metrics.pairwise_ssim(images, noisy)
+    for i in range(len(images)):
+        column = metrics.ssim(np.repeat(images[i : i + 1], len(noisy), axis=0), noisy)
+        assert np.allclose(matrix[i], column, atol=1e-5)
+    # uint8 references are scaled the same way as float ones
+    assert np.allclose(
+        metrics.pairwise_ssim(slices[:3], slices[3:9]),
+        metrics.pairwise_ssim(metrics.as_float(slices[:3]), metrics.as_float(slices[3:9])),
+    )
+
+
+def test_nearest_finds_the_best_pair_exactly_and_prefiltered(pairs):
+    images, _ = pairs
+    noise = np.random.default_rng(3).normal(0, 0.02, images.shape)
+    queries = np.clip(images + noise, 0, 1).astype(np.float32)
+    exact, index = metrics.nearest_ssim(queries, images)
+    matrix = metrics.pairwise_ssim(queries, images)
+    assert np.array_equal(index, matrix.argmax(axis=1))
+    assert np.allclose(exact, matrix.max(axis=1))
+    assert np.array_equal(index, np.arange(len(images)))  # each query's own original
+    prefiltered, pre_index = metrics.nearest_ssim(queries, images, candidates=3)
+    assert np.array_equal(pre_index, index)
+    assert np.allclose(prefiltered, exact, atol=1e-5)
+
+
+def test_copied_training_slice_is_flagged_as_a_copy(slices):
+    train, other_subject = slices[:36], slices[36:]
+    samples = np.stack([train[7], other_subject[5], np.flipud(train[20])])
+    best, index = metrics.nearest_ssim(samples, train)
+    assert index[0] == 7 and best[0] == pytest.approx(1.0, abs=1e-5)
+    copies = best >= 0.95
+    assert copies.tolist() == [True, False, False]
+
+
+def test_ms_ssim_scales_follow_the_image_size():
+    assert metrics.ms_ssim_scales(256) == 5
+    assert metrics.ms_ssim_scales(161) == 5
+    assert metrics.ms_ssim_scales(160) == 4
+    assert metrics.ms_ssim_scales(64) == 3
+    assert metrics.ms_ssim_scales(32) == 2
+    assert metrics.ms_ssim_scales(16) == 1
+    assert sum(metrics.ms_ssim_power_factors(64)) == pytest.approx(1.0)
+    with pytest.raises(DataError, match="11 px"):
+        metrics.ms_ssim_scales(8)
+
+
+def test_diversity_is_lower_for_varied_images(slices):
+    varied = metrics.mean_pairwise_ms_ssim(slices, max_images=48)
+    same = metrics.mean_pairwise_ms_ssim(np.repeat(slices[:1], 5, axis=0), max_images=48)
+    assert same == pytest.approx(1.0, abs=1e-5)
+    assert varied < 0.9
+
+
+def test_psnr_and_mse_of_a_known_difference():
+    images = np.zeros((2, 16, 16), np.float32)
+    others = np.full((2, 16, 16), 0.1, np.float32)
+    mse = metrics.mse(images, others)
+    assert np.allclose(mse, 0.01)
+    assert np.allclose(metrics.psnr(mse), 20.0)
+
+
+def test_code_kl_is_zero_for_equal_histograms_and_positive_otherwise():
+    codes = np.array([[0, 1], [1, 3]])
+    counts = metrics.code_histogram(codes, 5)
+    assert counts.tolist() == [1, 2, 0, 1, 0]
+    assert metrics.code_kl(counts, counts) == 0.0
+    assert metrics.code_kl(counts, np.array([0, 0, 4, 0, 4])) > 0.5
+    with pytest.raises(DataError, match="lie in"):
+        metrics.code_histogram(codes, 3)
+
+
+def test_wilson_interval_brackets_the_share():
+    low, high = metrics.wilson_interval(50, 100)
+    assert low < 0.5 < high and high - low == pytest.approx(0.192, abs=0.01)
+    assert metrics.wilson_interval(10, 10)[1] == 1.0
+
+
+def test_two_sample_test_is_at_chance_on_two_halves_of_the_same_data(slices):
+    order = np.random.default_rng(1).permutation(len(slices))
+    result = metrics.two_sample_test(
+        slices[order[:24]], slices[order[24:]], steps=100, batch_size=8, seed=0
+    )
+    assert result.held_out == 24 and result.trained_on == 24
+    assert 0.25 <= result.accuracy <= 0.75
+    assert result.ci_low <= 0.5 <= result.ci_high
+
+
+def test_two_sample_test_tells_slices_from_noise(slices):
+    noise = np.random.default_rng(2).integers(0, 256, slices.shape, dtype=np.uint8)
+    result = metrics.two_sample_test(slices, noise, steps=100, batch_size=8, seed=0)
+    assert result.accuracy >= 0.95 and result.ci_low > 0.5
+    assert len(result.real_scores) == len(result.generated_scores) == 24
+
+
+def test_two_sample_test_needs_images_on_both_sides(slices):
+    with pytest.raises(DataError, match="two-sample test"):
+        metrics.two_sample_test(slices[:1], slices[1:2])
