@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -249,13 +250,15 @@ def cmd_submit(args: argparse.Namespace) -> None:
     """Send a compiled (or freshly compiled) pipeline to Kubeflow or Vertex AI."""
     from pipelines.runs import compile_pipeline, submit_kfp, submit_vertex
 
+    _require(args, *(("project", "pipeline_root") if args.vertex else ("host",)))
     options = options_from_args(args)
+    if args.vertex:
+        options = _for_vertex(options)
     arguments = {"params": dict(options.params or {})}
+    caching = False if args.no_cache else None
     with tempfile.TemporaryDirectory(prefix="oasis-vqvae-pipeline-") as tmp:
         package = args.package or compile_pipeline(options, Path(tmp) / "pipeline.yaml")
-        caching = False if args.no_cache else None
         if args.vertex:
-            _require(args, "project", "pipeline_root")
             name = submit_vertex(
                 package, project=args.project, region=args.region,
                 pipeline_root=args.pipeline_root, experiment=args.experiment,
@@ -264,12 +267,23 @@ def cmd_submit(args: argparse.Namespace) -> None:
             )  # fmt: skip
             print(f"submitted to Vertex AI Pipelines: {name}")
             return
-        _require(args, "host")
         run_id = submit_kfp(
             package, args.host, namespace=args.namespace, experiment=args.experiment,
             run_name=args.run_name, arguments=arguments, caching=caching,
         )  # fmt: skip
         print(f"submitted to {args.host}: run {run_id}")
+
+
+def _for_vertex(options: PipelineOptions) -> PipelineOptions:
+    # Vertex AI runs no Kubernetes secrets (the run's --service-account holds the rights)
+    # and cannot reach an in-cluster MLflow service.
+    tracking = (options.params or {}).get("tracking", {}).get("enabled", True)
+    if tracking and options.mlflow_tracking_uri in (None, IN_CLUSTER_MLFLOW):
+        raise ConfigError(
+            "--vertex: Vertex AI tasks cannot reach the in-cluster MLflow server; give "
+            "--mlflow-uri of a server they can reach, or --set tracking.enabled=false"
+        )
+    return dataclasses.replace(options, mlflow_secret=None, gcs_secret=None)
 
 
 def _require(args: argparse.Namespace, *names: str) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from oasis_vqvae.errors import OasisError
 from pipelines.pipeline import PipelineOptions, build_pipeline
@@ -84,7 +87,11 @@ def submit_kfp(
     The bearer token, if any, comes from ``$KF_PIPELINES_TOKEN`` or ``$KFP_TOKEN``.
     """
     import kfp
+    import urllib3
+    from kfp_server_api import ApiException
 
+    # kfp.Client warns on every use that it needs a v2 backend; that is all we talk to.
+    warnings.filterwarnings("ignore", "This client only works with Kubeflow Pipeline v2")
     token = next((os.environ[name] for name in TOKEN_ENVS if os.environ.get(name)), None)
     try:
         client = kfp.Client(host=host, namespace=namespace, existing_token=token)
@@ -96,7 +103,7 @@ def submit_kfp(
             namespace=namespace,
             enable_caching=caching,
         )
-    except (OSError, kfp.client.client.kfp_server_api.ApiException, ValueError) as err:
+    except (OSError, ValueError, ApiException, urllib3.exceptions.HTTPError) as err:
         raise SubmitError(f"Kubeflow Pipelines at {host}: {_short(err)}") from None
     return str(result.run_id)
 
@@ -113,24 +120,38 @@ def submit_vertex(
     service_account: str | None = None,
     caching: bool | None = None,
 ) -> str:
-    """Submit a compiled pipeline to Vertex AI Pipelines; return the job's resource name."""
+    """Submit a compiled pipeline to Vertex AI Pipelines; return the job's resource name.
+
+    Credentials are Application Default Credentials (``gcloud auth application-default login``
+    or the workload's service account).
+    """
+    if not pipeline_root.startswith("gs://"):
+        raise SubmitError(f"--pipeline-root must be a gs:// URI, got {pipeline_root!r}")
+    if len(list(yaml.safe_load_all(Path(package).read_text()))) > 1:
+        raise SubmitError(
+            f"{package} carries Kubernetes secrets, which Vertex AI does not accept; "
+            "compile it with --mlflow-secret '' and without --gcs-secret"
+        )
     try:
+        from google.api_core.exceptions import GoogleAPIError
+        from google.auth.exceptions import GoogleAuthError
         from google.cloud import aiplatform
     except ImportError:
         raise SubmitError(
             "--vertex needs google-cloud-aiplatform: pip install -e '.[vertex]' -c constraints.txt"
         ) from None
-    if not pipeline_root.startswith("gs://"):
-        raise SubmitError(f"--pipeline-root must be a gs:// URI, got {pipeline_root!r}")
-    aiplatform.init(project=project, location=region)
-    job = aiplatform.PipelineJob(
-        display_name=run_name or "oasis-vqvae",
-        template_path=str(package),
-        pipeline_root=pipeline_root,
-        parameter_values=dict(arguments or {}),
-        enable_caching=caching,
-    )
-    job.submit(service_account=service_account, experiment=experiment)
+    try:
+        aiplatform.init(project=project, location=region)
+        job = aiplatform.PipelineJob(
+            display_name=run_name or "oasis-vqvae",
+            template_path=str(package),
+            pipeline_root=pipeline_root,
+            parameter_values=dict(arguments or {}),
+            enable_caching=caching,
+        )
+        job.submit(service_account=service_account, experiment=experiment)
+    except (GoogleAPIError, GoogleAuthError) as err:
+        raise SubmitError(f"Vertex AI ({project}, {region}): {_short(err)}") from None
     return str(job.resource_name)
 
 
@@ -140,4 +161,7 @@ def _short(err: BaseException) -> str:
     if status is not None:
         body = str(getattr(err, "body", "") or "")[:200]
         return f"HTTP {status} {getattr(err, 'reason', '') or ''}: {body}".strip()
+    reason = getattr(err, "reason", None)
+    if isinstance(reason, Exception):  # urllib3: the connection failed before any answer
+        return f"no answer ({type(reason).__name__}); check the address and that it is up"
     return str(err).splitlines()[0] if str(err) else type(err).__name__

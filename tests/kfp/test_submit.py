@@ -181,8 +181,27 @@ def test_a_refused_run_is_one_clear_line(endpoint, capsys):
     assert f"Kubeflow Pipelines at {endpoint.url}: HTTP 403" in err
 
 
+def test_an_unreachable_endpoint_is_one_clear_line(free_port, capsys):
+    host = f"http://127.0.0.1:{free_port()}"
+    assert main(["submit", "--host", host, "--namespace", "team-mri"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"Kubeflow Pipelines at {host}: no answer" in err
+
+
 def test_submit_needs_a_host_and_vertex_needs_project_and_root(capsys):
     assert main(["submit"]) == 2
     assert "needs --host" in capsys.readouterr().err
     assert main(["submit", "--vertex"]) == 2
     assert "needs --project and --pipeline-root" in capsys.readouterr().err
+
+
+def test_vertex_refuses_what_cannot_work_there_before_contacting_it(tmp_path, capsys):
+    vertex = ["submit", "--vertex", "--project", "p", "--pipeline-root", "gs://bucket/root"]
+    assert main(vertex) == 2  # the in-cluster MLflow service is not reachable from Vertex
+    assert "--mlflow-uri" in capsys.readouterr().err
+    package = tmp_path / "with-secrets.yaml"
+    assert main(["compile", "--output", str(package)]) == 0
+    assert main([*vertex, "--mlflow-uri", "https://mlflow.example", "--package", str(package)]) == 2
+    assert "Kubernetes secrets, which Vertex AI does not accept" in capsys.readouterr().err
+    assert main([*vertex, "--pipeline-root", "/local/root", "--set", "tracking.enabled=false"]) == 2
+    assert "must be a gs:// URI" in capsys.readouterr().err
