@@ -5,8 +5,7 @@ lightweight Python components that run in the project's image (installing nothin
 time), so ``kfp.local.SubprocessRunner`` runs the same components in this virtualenv.
 
 Every component takes ``params``: a mapping shaped like params.yaml (all blocks, since the
-stages validate them together), defaulting to params.yaml itself, and ``pipeline_run_id``,
-which the pipeline fills with the KFP run id so that all tasks join one MLflow parent run.
+stages validate them together), defaulting to params.yaml itself.
 """
 
 from __future__ import annotations

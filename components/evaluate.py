@@ -12,13 +12,12 @@ def evaluate(
     metrics: Output[Metrics],
     report: Output[HTML],
     params: dict,
-    pipeline_run_id: str = "",
 ):
     """Write metrics.json, figures and report.html; show the metrics and report in the KFP UI."""
     from oasis_vqvae.kubeflow import publish_evaluation, run_stage
 
     out = run_stage(
-        "evaluate", params, pipeline_run_id, data=dataset.path, vqvae=vqvae.path,
-        pixelcnn=pixelcnn.path, samples=samples.path, out=evaluation.path,
+        "evaluate", params, evaluation,
+        data=dataset.path, vqvae=vqvae.path, pixelcnn=pixelcnn.path, samples=samples.path,
     )  # fmt: skip
     publish_evaluation(out, metrics, report)

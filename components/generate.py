@@ -3,17 +3,8 @@
 from kfp.dsl import Artifact, Input, Model, Output
 
 
-def generate(
-    vqvae: Input[Model],
-    pixelcnn: Input[Model],
-    samples: Output[Artifact],
-    params: dict,
-    pipeline_run_id: str = "",
-):
+def generate(vqvae: Input[Model], pixelcnn: Input[Model], samples: Output[Artifact], params: dict):
     """Sample code grids (block ``generate``) and decode them; writes PNGs and a grid image."""
     from oasis_vqvae.kubeflow import run_stage
 
-    run_stage(
-        "generate", params, pipeline_run_id,
-        vqvae=vqvae.path, pixelcnn=pixelcnn.path, out=samples.path,
-    )  # fmt: skip
+    run_stage("generate", params, samples, vqvae=vqvae.path, pixelcnn=pixelcnn.path)

@@ -3,8 +3,8 @@
 from kfp.dsl import Dataset, Output
 
 
-def ingest(dataset: Output[Dataset], params: dict, pipeline_run_id: str = ""):
+def ingest(dataset: Output[Dataset], params: dict):
     """Read slices from ``data.source`` (synthetic, folder, .zip, gs://) into TFRecord shards."""
     from oasis_vqvae.kubeflow import run_stage
 
-    run_stage("ingest", params, pipeline_run_id, out=dataset.path)
+    run_stage("ingest", params, dataset)

@@ -3,10 +3,8 @@
 from kfp.dsl import Dataset, Input, Model, Output
 
 
-def train_pixelcnn(
-    codes: Input[Dataset], pixelcnn: Output[Model], params: dict, pipeline_run_id: str = ""
-):
+def train_pixelcnn(codes: Input[Dataset], pixelcnn: Output[Model], params: dict):
     """Train the PixelCNN (block ``pixelcnn``); writes pixelcnn.keras, history, plots."""
     from oasis_vqvae.kubeflow import run_stage
 
-    run_stage("train-pixelcnn", params, pipeline_run_id, codes=codes.path, out=pixelcnn.path)
+    run_stage("train-pixelcnn", params, pixelcnn, codes=codes.path)

@@ -3,10 +3,8 @@
 from kfp.dsl import Dataset, Input, Model, Output
 
 
-def train_vqvae(
-    dataset: Input[Dataset], vqvae: Output[Model], params: dict, pipeline_run_id: str = ""
-):
+def train_vqvae(dataset: Input[Dataset], vqvae: Output[Model], params: dict):
     """Train the VQ-VAE (block ``vqvae``); writes vqvae.keras, history.csv, plots, metrics.json."""
     from oasis_vqvae.kubeflow import run_stage
 
-    run_stage("train-vqvae", params, pipeline_run_id, data=dataset.path, out=vqvae.path)
+    run_stage("train-vqvae", params, vqvae, data=dataset.path)

@@ -3,8 +3,9 @@
 Steps: ingest -> train-vqvae -> extract-codes -> train-pixelcnn -> generate -> evaluate,
 evaluate also reading the dataset, the VQ-VAE and the PixelCNN. Every task gets CPU and
 memory requests and limits, retries with exponential backoff, caching (unless turned off),
-a display name, the MLflow settings as environment variables, credentials from Kubernetes
-secrets, and the KFP run id, so all tasks of one run join one MLflow parent run.
+a display name, the MLflow settings as environment variables and credentials from Kubernetes
+secrets. The tasks of one run find their MLflow parent run from their output URIs (see
+``oasis_vqvae.kubeflow.run_stage``), which keeps KFP caching working.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline signature's real types.
@@ -106,8 +107,7 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
         "ingest, train-vqvae, extract-codes, train-pixelcnn, generate, evaluate.",
     )
     def oasis_vqvae(params: dict = params) -> Outputs:  # noqa: B006 - read by KFP, never mutated
-        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-        common = {"params": params, "pipeline_run_id": run_id}
+        common = {"params": params}
         ingest = ops["ingest"](**common)
         vqvae = ops["train-vqvae"](dataset=ingest.output, **common)
         codes = ops["extract-codes"](dataset=ingest.output, vqvae=vqvae.output, **common)

@@ -22,22 +22,36 @@ from oasis_vqvae.tracking import PIPELINE_RUN_ENV
 EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
 
 
-def run_stage(stage: str, params: Mapping[str, Any], pipeline_run_id: str, **paths: str) -> Path:
-    """Run one stage (``train-vqvae``) with a params mapping shaped like params.yaml.
+def run_stage(stage: str, params: Mapping[str, Any], output: Any, **inputs: str) -> Path:
+    """Run one stage (``train-vqvae``) into ``output.path`` with a params mapping.
 
-    ``pipeline_run_id`` (the KFP run's id) becomes ``OASIS_PIPELINE_RUN_ID`` so that every
-    task of one KFP run joins one MLflow parent run; an injected ``MLFLOW_RUN_ID`` still wins.
+    ``output`` is the component's output artifact. Its URI, ``<run folder>/<task>/<name>``
+    in Kubeflow Pipelines, Vertex AI and kfp.local alike, names the pipeline run; that name
+    becomes ``OASIS_PIPELINE_RUN_ID`` so every task of one run joins one MLflow parent run
+    (an injected ``MLFLOW_RUN_ID`` still wins, an explicit ``OASIS_PIPELINE_RUN_ID`` too).
+    Unlike a run-id input parameter, the URI is not part of KFP's cache key, so caching works.
     """
     from oasis_vqvae.stages import stage_function
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # An unresolved placeholder means a runner that knows no run id: fall back to the hash key.
-    if pipeline_run_id and not pipeline_run_id.startswith("{{"):
-        os.environ[PIPELINE_RUN_ENV] = pipeline_run_id
+    run_id = pipeline_run_id(output.uri)
+    if run_id:
+        os.environ.setdefault(PIPELINE_RUN_ENV, run_id)
     validated = component_params(params)
-    return Path(stage_function(stage)(validated, **paths))
+    return Path(stage_function(stage)(validated, **inputs, out=output.path))
+
+
+def pipeline_run_id(uri: str) -> str | None:
+    """The run folder's name in an output URI ``.../<run folder>/<task>/<output name>``.
+
+    That is the run id in Kubeflow Pipelines (``<root>/<pipeline>/<run id>/...``), the job
+    name in Vertex AI (``<root>/<project number>/<job>/...``) and ``<pipeline>-<time>`` in
+    kfp.local; None if the URI is too short to hold one.
+    """
+    parts = [part for part in uri.split("?", 1)[0].split("/") if part]
+    return parts[-3] if len(parts) >= 4 else None
 
 
 def component_params(params: Mapping[str, Any]) -> Params:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from tests.pipeline.conftest import (  # noqa: F401 - re-exported as fixtures of this folder
-    TINY,
     cli_env,
     free_port,
     mlflow_server,

@@ -21,6 +21,8 @@ def test_run_local_runs_the_dag_and_tracks_one_parent_run(
     # The tasks are subprocesses of this one and inherit its environment.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("OASIS_PIPELINE_RUN_ID", raising=False)
     monkeypatch.chdir(tmp_path)
     sets = [arg for item in tiny_overrides for arg in ("--set", item)]
     experiment = "kfp-local-test"
@@ -56,6 +58,7 @@ def test_run_local_runs_the_dag_and_tracks_one_parent_run(
     assert len(parents) == 1
     parent = parents[0]
     assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == run_dir.name  # the run folder of the output URIs
     assert parent.data.metrics["ssim_mean"] == pytest.approx(metrics["ssim_mean"])
     children = client.search_runs(
         [experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'"
