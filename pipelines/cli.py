@@ -168,9 +168,9 @@ def _add_submit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-name", metavar="NAME", help="name of the run")
     parser.add_argument(
         "--experiment",
-        default=PIPELINE_NAME,
         metavar="NAME",
-        help="Kubeflow / Vertex experiment of the run, created if missing (default: %(default)s)",
+        help=f"experiment of the run, created if missing (Kubeflow default: {PIPELINE_NAME}; "
+        "Vertex default: none)",
     )
     kfp_group = parser.add_argument_group("Kubeflow Pipelines")
     kfp_group.add_argument(
@@ -187,6 +187,12 @@ def _add_submit(parser: argparse.ArgumentParser) -> None:
     vertex.add_argument("--region", default="us-central1", help="default: %(default)s")
     vertex.add_argument("--pipeline-root", metavar="GS_URI", help="gs:// folder for artifacts")
     vertex.add_argument("--service-account", metavar="EMAIL", help="service account of the run")
+    vertex.add_argument(
+        "--vertex-endpoint",
+        metavar="URL",
+        help="Vertex AI API endpoint (default: REGION-aiplatform.googleapis.com), e.g. a "
+        "Private Service Connect address",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> PipelineOptions:
@@ -264,11 +270,13 @@ def cmd_submit(args: argparse.Namespace) -> None:
                 pipeline_root=args.pipeline_root, experiment=args.experiment,
                 run_name=args.run_name, arguments=arguments,
                 service_account=args.service_account, caching=caching,
+                api_endpoint=args.vertex_endpoint,
             )  # fmt: skip
             print(f"submitted to Vertex AI Pipelines: {name}")
             return
         run_id = submit_kfp(
-            package, args.host, namespace=args.namespace, experiment=args.experiment,
+            package, args.host, namespace=args.namespace,
+            experiment=args.experiment or PIPELINE_NAME,
             run_name=args.run_name, arguments=arguments, caching=caching,
         )  # fmt: skip
         print(f"submitted to {args.host}: run {run_id}")

@@ -119,11 +119,12 @@ def submit_vertex(
     arguments: Mapping[str, Any] | None = None,
     service_account: str | None = None,
     caching: bool | None = None,
+    api_endpoint: str | None = None,
 ) -> str:
     """Submit a compiled pipeline to Vertex AI Pipelines; return the job's resource name.
 
     Credentials are Application Default Credentials (``gcloud auth application-default login``
-    or the workload's service account).
+    or the workload's service account). ``api_endpoint`` replaces the regional endpoint.
     """
     if not pipeline_root.startswith("gs://"):
         raise SubmitError(f"--pipeline-root must be a gs:// URI, got {pipeline_root!r}")
@@ -141,7 +142,10 @@ def submit_vertex(
             "--vertex needs google-cloud-aiplatform: pip install -e '.[vertex]' -c constraints.txt"
         ) from None
     try:
-        aiplatform.init(project=project, location=region)
+        # REST rather than gRPC: one plain HTTPS client, friendlier to proxies.
+        aiplatform.init(
+            project=project, location=region, api_endpoint=api_endpoint, api_transport="rest"
+        )
         job = aiplatform.PipelineJob(
             display_name=run_name or "oasis-vqvae",
             template_path=str(package),

@@ -64,7 +64,6 @@ class Output:
 def test_run_stage_validates_sets_the_run_id_and_calls_the_stage(
     tmp_path, tiny_overrides, monkeypatch
 ):
-    monkeypatch.delenv(PIPELINE_RUN_ENV, raising=False)
     params = components.default_params(overrides=(*tiny_overrides, "tracking.enabled=false"))
     output = Output(tmp_path / "oasis-vqvae-run-1" / "ingest" / "dataset")
     out = run_stage("ingest", params, output)

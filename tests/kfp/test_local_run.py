@@ -20,9 +20,6 @@ def test_run_local_runs_the_dag_and_tracks_one_parent_run(
 ):
     # The tasks are subprocesses of this one and inherit its environment.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    monkeypatch.delenv("OASIS_PIPELINE_RUN_ID", raising=False)
     monkeypatch.chdir(tmp_path)
     sets = [arg for item in tiny_overrides for arg in ("--set", item)]
     experiment = "kfp-local-test"

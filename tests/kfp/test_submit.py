@@ -7,6 +7,7 @@ just enough for the client to proceed, and keeps every request for the assertion
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -41,7 +42,10 @@ class Endpoint:
     refuse_runs: bool = False
 
     def sent(self, method: str, path: str) -> list[Request]:
-        return [r for r in self.requests if r.method == method and r.path == f"{API}{path}"]
+        return self.sent_to(method, f"{API}{path}")
+
+    def sent_to(self, method: str, path: str) -> list[Request]:
+        return [r for r in self.requests if r.method == method and r.path == path]
 
 
 def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
@@ -55,7 +59,11 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
         def _answer(self) -> None:
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(length) or b"{}"
+            try:
+                body = json.loads(raw)
+            except ValueError:  # the OAuth token request is a form
+                body = {"form": parse_qs(raw.decode())}
             endpoint.requests.append(
                 Request(self.command, url.path, parse_qs(url.query), _lower(self.headers), body)
             )
@@ -68,6 +76,12 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def _reply(self, path: str, body: dict) -> tuple[int, dict]:
+            if path.startswith("/v1/projects/"):  # Vertex AI
+                return 200, {**body, "name": f"{path.removeprefix('/v1/')}/job-1"}
+            if path == "/token":  # OAuth, for Application Default Credentials
+                return 200, {"access_token": "adc-token", "expires_in": 3600}
+            if path.startswith("/storage/v1/b/"):  # the pipeline root's bucket exists
+                return 200, {"name": path.rsplit("/", 1)[-1]}
             if path == f"{API}/healthz":
                 return 200, {"multi_user": False}
             if path == f"{API}/experiments" and self.command == "GET":
@@ -205,3 +219,55 @@ def test_vertex_refuses_what_cannot_work_there_before_contacting_it(tmp_path, ca
     assert "Kubernetes secrets, which Vertex AI does not accept" in capsys.readouterr().err
     assert main([*vertex, "--pipeline-root", "/local/root", "--set", "tracking.enabled=false"]) == 2
     assert "must be a gs:// URI" in capsys.readouterr().err
+
+
+def test_vertex_sends_spec_name_root_and_params(endpoint, tmp_path, monkeypatch, capsys, repo_root):
+    pytest.importorskip("google.cloud.aiplatform", reason="needs the [vertex] extra")
+    # Application Default Credentials whose tokens come from the recording endpoint, and a
+    # storage "emulator" there that says the pipeline root's bucket exists.
+    adc = tmp_path / "adc.json"
+    adc.write_text(json.dumps(_service_account_key(f"{endpoint.url}/token")))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint.url)
+    status = main([
+        "submit", "--vertex", "--project", "my-project", "--region", "europe-west4",
+        "--pipeline-root", "gs://my-bucket/root", "--vertex-endpoint", endpoint.url,
+        "--run-name", "nightly-7", "--set", "tracking.enabled=false", "--set", "vqvae.epochs=5",
+        "--accelerator-type", "NVIDIA_TESLA_T4",
+    ])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    assert "pipelineJobs/job-1" in capsys.readouterr().out
+    jobs = endpoint.sent_to("POST", "/v1/projects/my-project/locations/europe-west4/pipelineJobs")
+    (job,) = jobs
+    # Signed with the service-account key of the Application Default Credentials.
+    scheme, token = job.headers["authorization"].split()
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert scheme == "Bearer" and claims["iss"] == "pipelines@my-project.iam.gserviceaccount.com"
+    assert job.body["displayName"] == "nightly-7"
+    assert job.body["runtimeConfig"]["gcsOutputDirectory"] == "gs://my-bucket/root"
+    sent = job.body["runtimeConfig"]["parameterValues"]["params"]
+    expected = load_params(repo_root / "params.yaml", ["tracking.enabled=false", "vqvae.epochs=5"])
+    assert component_params(sent) == expected
+    spec = job.body["pipelineSpec"]
+    assert set(spec["root"]["dag"]["tasks"]) == set(STAGES)
+    train = spec["deploymentSpec"]["executors"]["exec-train-vqvae"]["container"]["resources"]
+    assert train["accelerator"]["resourceType"] == "NVIDIA_TESLA_T4"
+    assert "platformSpec" not in job.body  # no Kubernetes secrets on Vertex AI
+
+
+def _service_account_key(token_uri: str) -> dict:
+    """A service-account key file with a fresh RSA key; its tokens come from ``token_uri``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return {
+        "type": "service_account", "project_id": "my-project", "private_key_id": "test",
+        "private_key": pem, "client_email": "pipelines@my-project.iam.gserviceaccount.com",
+        "client_id": "1", "token_uri": token_uri,
+    }  # fmt: skip
