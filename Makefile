@@ -5,9 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 INSTALLED := $(VENV)/.installed
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+VARIANT ?= cpu
+IMAGE ?= $(or $(OASIS_VQVAE_IMAGE),ghcr.io/oasis-vqvae/oasis-vqvae:$(VERSION)$(if $(filter gpu,$(VARIANT)),-gpu))
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format ui bench lock clean
+.PHONY: help install demo test lint format ui bench lock image pipeline clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -60,8 +63,14 @@ bench: $(INSTALLED) ## run the speed benchmarks (each prints a ratio against its
 	$(BIN)/python benchmarks/nearest_neighbours.py
 
 lock: ## re-resolve constraints.txt from pyproject.toml (then commit it)
-	$(BIN)/uv pip compile pyproject.toml --extra dev --extra cuda --python-version 3.11 \
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra cuda --extra vertex --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --no-header --quiet --output-file constraints.txt
+
+image: ## build the components' image (VARIANT=cpu|gpu, IMAGE=tag; needs Docker)
+	docker build -f components/Dockerfile --build-arg VARIANT=$(VARIANT) -t $(IMAGE) .
+
+pipeline: $(INSTALLED) ## compile the Kubeflow pipeline to outputs/pipeline.yaml (image: IMAGE)
+	OASIS_VQVAE_IMAGE=$(IMAGE) $(BIN)/python -m pipelines compile --output outputs/pipeline.yaml
 
 clean: ## remove generated data, models and outputs (keeps .venv and the MLflow store)
 	rm -rf data models outputs
