@@ -139,6 +139,8 @@ class PixelCNNConfig(Block):
     gated: bool = False
     embedding_dim: NonNegInt = 0
     """0: one-hot codes into the first layer (the Keras example); > 0: a learned embedding."""
+    position_bias: bool = False
+    """Learn a bias per grid position after the first layer (the model knows where it is)."""
     epochs: PosInt = 20
     batch_size: PosInt = 32
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4

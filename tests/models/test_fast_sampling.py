@@ -14,25 +14,29 @@ from oasis_vqvae.models.pixelcnn import MaskedConv2D, OneHot
 
 K = 12
 
-# (gated, first kernel, residual blocks / gated layers, hidden layers, embedding size)
+# (gated, first kernel, residual blocks / gated layers, hidden layers, embedding size,
+#  position bias)
 CONFIGS = [
-    (False, 3, 0, 0, 0),
-    (False, 5, 2, 1, 0),
-    (False, 7, 3, 2, 0),
-    (True, 3, 0, 0, 0),
-    (True, 5, 2, 1, 0),
-    (True, 7, 3, 2, 0),
-    (False, 5, 2, 1, 4),
-    (True, 5, 2, 1, 4),
+    (False, 3, 0, 0, 0, False),
+    (False, 5, 2, 1, 0, False),
+    (False, 7, 3, 2, 0, False),
+    (True, 3, 0, 0, 0, False),
+    (True, 5, 2, 1, 0, False),
+    (True, 7, 3, 2, 0, False),
+    (False, 5, 2, 1, 4, True),
+    (True, 5, 2, 1, 4, True),
 ]
 
 
-def _model(grid, gated, kernel, blocks, hidden, embedding=0, sharpen=4.0) -> keras.Model:
+def _model(grid, gated, kernel, blocks, hidden, embedding=0, position=False, sharpen=4.0):
     """A random PixelCNN whose logits are scaled up, so draws are far from uniform."""
     model = build_pixelcnn(
         grid, K, filters=16, residual_blocks=blocks, kernel_size=kernel,
-        hidden_layers=hidden, gated=gated, embedding_dim=embedding,
+        hidden_layers=hidden, gated=gated, embedding_dim=embedding, position_bias=position,
     )  # fmt: skip
+    for layer in model.layers:  # random position biases (they start at zero)
+        if layer.name.startswith("position"):
+            layer.set_weights([np.random.default_rng(1).normal(size=layer.bias.shape)])
     head = model.get_layer("logits")
     kernel_weights, bias = head.get_weights()
     head.set_weights([sharpen * kernel_weights, bias])
@@ -75,7 +79,7 @@ def test_fast_and_naive_samplers_return_identical_grids(grid, seed, temperature,
 
 @pytest.mark.parametrize("gated", [False, True])
 def test_completing_a_partial_grid_matches_naive(gated, rng):
-    model = _model((8, 8), gated, 5, 1, 1, 0)
+    model = _model((8, 8), gated, 5, 1, 1, 0, True)
     top_rows = rng.integers(0, K, size=(4, 3, 8))
     kwargs = dict(prefix=top_rows, seed=4, batch_size=4, progress=False)
 

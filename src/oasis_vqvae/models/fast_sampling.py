@@ -18,7 +18,7 @@ The walk is one XLA-compiled TensorFlow graph, no Python per code, on CPU or GPU
 Memory is the row buffers, ``O(batch * width * filters)``, not the whole grid.
 
 Supported: the models `oasis_vqvae.models.pixelcnn.build_pixelcnn` builds, plain or
-gated, one-hot or embedded codes, any depth, width, codebook size or first kernel size. Anything else is refused
+gated, one-hot or embedded codes, with or without a position bias, any depth, width, codebook size or first kernel size. Anything else is refused
 with `UnsupportedModelError` rather than sampled from a different distribution, and
 every sampler checks its logits against the model's own on a random grid first.
 """
@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oasis_vqvae.models.pixelcnn import GatedPixelBlock, MaskedConv2D, OneHot
+from oasis_vqvae.models.pixelcnn import GatedPixelBlock, MaskedConv2D, OneHot, PositionBias
 
 __all__ = ["FastSampler", "UnsupportedModelError", "draw_codes"]
 
@@ -203,6 +203,21 @@ def _flat_taps(taps: np.ndarray, cols: int) -> np.ndarray:
 # The two layouts of build_pixelcnn.
 
 
+def _position(layers: dict[str, keras.layers.Layer], name: str) -> tf.Tensor | None:
+    """A `PositionBias` weight ``(H, W, C)``, or None when the model has none."""
+    if name not in layers:
+        return None
+    return tf.constant(keras.ops.convert_to_numpy(layers[name].bias), tf.float32)
+
+
+def _add_position(x: tf.Tensor, bias: tf.Tensor | None, row: tf.Tensor, col=None) -> tf.Tensor:
+    """``x`` plus the position bias of ``row`` (all columns) or of ``(row, col)``."""
+    if bias is None:
+        return x
+    at_row = tf.gather(bias, row)
+    return x + (at_row if col is None else tf.gather(at_row, col))
+
+
 def _embedding(layers: dict[str, keras.layers.Layer]) -> np.ndarray | None:
     """The code embedding matrix ``(K, D)``, or None for one-hot codes."""
     if "embedding" not in layers:
@@ -217,6 +232,7 @@ class _PlainPlan:
         first = layers["masked_a"]
         self.pad = first.kernel_size[0] // 2  # code padding: rows above, columns each side
         self.first = _one_hot_taps(first, self.pad + 1, _embedding(layers))
+        self.position_bias = _position(layers, "position")
         self.first_index = _flat_taps(self.first.taps, 2 * self.pad + 1)
         self.blocks = [
             (
@@ -252,6 +268,7 @@ class _PlainPlan:
         side = 2 * self.pad + 1
         codes = _code_window(padded, row, col, self.pad + 1, side)
         x = self.first(tf.gather(codes, self.first_index, axis=1))
+        x = _add_position(x, self.position_bias, row, col)
         buffers = []
         for (into, masked, (_, kw), out), buffer in zip(self.blocks, state, strict=True):
             buffer = _put(buffer, into(x), col + kw // 2)
@@ -282,6 +299,8 @@ class _GatedPlan:
         self.v_to_h = [_dense(g.vertical_to_horizontal) for g in gated]
         self.h_out = [_dense(g.horizontal_out) for g in gated]
         self.filters = first.filters
+        self.position_v = _position(layers, "position_v")
+        self.position_h = _position(layers, "position_h")
         self.head = [_dense(layers[f"hidden_{i}"]) for i in range(hidden)] + [
             _dense(layers["logits"])
         ]
@@ -319,7 +338,9 @@ class _GatedPlan:
         v_pre = self.first_vertical(tf.gather(slab, index, axis=1))
         links = [self.v_to_h[0](v_pre)]
         for i, (conv, k) in enumerate(zip(self.vertical, self.vertical_size, strict=True)):
-            vertical[i] = _put(vertical[i], _gate(v_pre), k // 2)
+            v = _gate(v_pre)
+            vertical[i] = _put(vertical[i], _add_position(v, self.position_v, row) if i == 0 else v,
+                               k // 2)  # fmt: skip
             v_pre = tf.squeeze(self._row_conv(vertical[i], conv, k), 1)
             links.append(self.v_to_h[i + 1](v_pre))
         return (*vertical, *horizontal, *links)
@@ -336,6 +357,7 @@ class _GatedPlan:
         codes = _code_window(padded, row + self.pad, col, 1, side)
         h_pre = self.first_horizontal(tf.gather(codes, self.first_horizontal.taps[:, 1], axis=1))
         h = self.h_out[0](_gate(h_pre + links[0][:, col]))
+        h = _add_position(h, self.position_h, row, col)
         for i, conv in enumerate(self.horizontal):
             k = self.vertical_size[i]
             horizontal[i] = _put(horizontal[i], h, col + k // 2)
@@ -363,15 +385,17 @@ def _plan_for(model: keras.Model) -> _PlainPlan | _GatedPlan:
     hidden = sum(name.startswith("hidden_") for name in names)
     head = [*(f"hidden_{i}" for i in range(hidden)), "logits"]
     codes_in = "embedding" if "embedding" in layers else "one_hot"
+    positions = [name for name in ("position", "position_v", "position_h") if name in layers]
     if "gated_0" in layers:
         blocks = sum(name.startswith("gated_") for name in names) - 1
-        expected = [codes_in, *(f"gated_{i}" for i in range(blocks + 1)), *head]
+        gated = [f"gated_{i}" for i in range(blocks + 1)]
+        expected = [codes_in, gated[0], *positions, *gated[1:], *head]
         plan_type: type = _GatedPlan
     else:
         blocks = sum(name.endswith("_add") and name.startswith("res_") for name in names)
         parts = ("in", "masked", "out", "add")
         res = [f"res_{i}_{part}" for i in range(blocks) for part in parts]
-        expected = [codes_in, "masked_a", *res, *head]
+        expected = [codes_in, "masked_a", *positions, *res, *head]
         plan_type = _PlainPlan
     if names != expected:
         raise UnsupportedModelError(
@@ -384,8 +408,8 @@ def _plan_for(model: keras.Model) -> _PlainPlan | _GatedPlan:
 
 def _check_layer(layer: keras.layers.Layer) -> None:
     """Refuse layer settings the plans do not reproduce (strides, dilation, types)."""
-    kinds = (keras.layers.InputLayer, OneHot, keras.layers.Embedding, GatedPixelBlock,
-             keras.layers.Add, keras.layers.Conv2D)  # fmt: skip
+    kinds = (keras.layers.InputLayer, OneHot, keras.layers.Embedding, PositionBias,
+             GatedPixelBlock, keras.layers.Add, keras.layers.Conv2D)  # fmt: skip
     if not isinstance(layer, kinds):
         raise UnsupportedModelError(f"layer {layer.name!r} ({type(layer).__name__}) is unknown")
     convs = (

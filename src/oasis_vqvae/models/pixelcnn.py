@@ -13,10 +13,11 @@ mask is rebuilt from the config (``mask_type``) when a ``.keras`` file loads.
 Layer structure (names, which `oasis_vqvae.models.fast_sampling` relies on):
 - input: ``one_hot`` (the Keras example), or ``embedding`` (a learned code embedding,
   ``embedding_dim`` wide: a low-rank first layer, far cheaper when ``K`` is large).
-- plain: input -> ``masked_a`` (type-A ``kernel_size`` conv, ReLU) ->
+- plain: input -> ``masked_a`` (type-A ``kernel_size`` conv, ReLU) [-> ``position``] ->
   ``res_{i}`` blocks (``res_{i}_in`` 1x1 -> ``res_{i}_masked`` type-B 3x3 ->
   ``res_{i}_out`` 1x1, ``res_{i}_add``) -> ``hidden_{i}`` 1x1 ReLU -> ``logits`` 1x1.
-- gated: input -> ``gated_0`` (type A, ``kernel_size``) -> ``gated_{i}``
+- gated: input -> ``gated_0`` (type A, ``kernel_size``) [-> ``position_v``,
+  ``position_h`` on its two stacks] -> ``gated_{i}``
   (type B, 3x3, i = 1..residual_blocks) -> ``hidden_{i}`` -> ``logits``; each
   `GatedPixelBlock` maps ``[vertical, horizontal]`` stacks to new stacks.
 Every layer keeps the grid size (``padding="same"``, stride 1).
@@ -36,6 +37,7 @@ __all__ = [
     "MASK_TYPES",
     "MaskedConv2D",
     "OneHot",
+    "PositionBias",
     "build_pixelcnn",
     "causal_mask",
 ]
@@ -122,6 +124,24 @@ class OneHot(layers.Layer):
     def get_config(self) -> dict[str, Any]:
         """Layer config plus ``num_classes``."""
         return {**super().get_config(), "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="oasis_vqvae")
+class PositionBias(layers.Layer):
+    """Adds a learned bias per grid position and channel: ``(B, H, W, C)`` -> same shape.
+
+    Masked convolutions see only a window of earlier codes, so a PixelCNN cannot tell how
+    far down the slice it is (where a head should start or close). This bias tells it.
+    It depends on no code, so the model stays causal.
+    """
+
+    def build(self, input_shape: tuple) -> None:
+        """One ``(H, W, C)`` weight, zero at the start."""
+        self.bias = self.add_weight(shape=tuple(input_shape[1:]), initializer="zeros", name="bias")
+
+    def call(self, inputs: Any) -> Any:
+        """Add the bias."""
+        return inputs + ops.cast(self.bias, inputs.dtype)
 
 
 def _gate(x: Any) -> Any:
@@ -225,6 +245,7 @@ def build_pixelcnn(
     hidden_layers: int = 2,
     gated: bool = False,
     embedding_dim: int = 0,
+    position_bias: bool = False,
     name: str = "pixelcnn",
 ) -> keras.Model:
     """PixelCNN: int32 codes ``(B, H, W)`` -> logits ``(B, H, W, num_embeddings)``.
@@ -241,6 +262,8 @@ def build_pixelcnn(
         embedding_dim: 0 feeds one-hot codes to the first masked convolution; > 0 a
             learned embedding of this size (the first layer then costs
             ``embedding_dim / num_embeddings`` as much).
+        position_bias: Add a learned `PositionBias` after the first layer, so the model
+            knows where in the grid each code is.
         name: Model name.
 
     The output is logits (no softmax): train with
@@ -267,12 +290,16 @@ def build_pixelcnn(
     if gated:
         # Vertical and horizontal stacks.
         v, h = GatedPixelBlock(filters, kernel_size, "A", name="gated_0")([x, x])
+        if position_bias:
+            v, h = PositionBias(name="position_v")(v), PositionBias(name="position_h")(h)
         for i in range(1, residual_blocks + 1):
             v, h = GatedPixelBlock(filters, 3, "B", name=f"gated_{i}")([v, h])
         x = h
     else:
         # Type-A masked convolution, then type-B residual blocks.
         x = MaskedConv2D(filters, kernel_size, mask_type="A", activation="relu", name="masked_a")(x)
+        if position_bias:
+            x = PositionBias(name="position")(x)
         for i in range(residual_blocks):
             x = _residual_block(x, filters, name=f"res_{i}")
     # Per-position head.

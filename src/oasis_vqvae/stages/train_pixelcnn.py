@@ -100,6 +100,7 @@ def build_model(
         hidden_layers=cfg.hidden_layers,
         gated=cfg.gated,
         embedding_dim=cfg.embedding_dim,
+        position_bias=cfg.position_bias,
     )
 
 
