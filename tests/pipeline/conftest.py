@@ -34,6 +34,7 @@ TINY = [
     "pixelcnn.residual_blocks=1",
     "pixelcnn.kernel_size=5",
     "pixelcnn.hidden_layers=1",
+    "pixelcnn.embedding_dim=8",
     "pixelcnn.epochs=2",
     "pixelcnn.batch_size=8",
     "generate.count=4",
