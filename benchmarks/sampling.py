@@ -112,18 +112,22 @@ def run_grid(grid: int, args: argparse.Namespace, peak: float) -> float:
 
 
 def peak_memory_mb(grid: int, batch: int) -> float:
-    """Peak RSS (MB) of a fresh process that fast-samples ``batch`` grids of ``grid``."""
+    """Peak RSS (MB) of a fresh process that fast-samples ``batch`` grids of ``grid``.
+
+    Read from the child's own ``VmHWM`` (Linux): ``ru_maxrss`` would carry this process's
+    peak over into the child across fork and exec.
+    """
     code = (
-        "import resource, sys; sys.path.insert(0, 'benchmarks'); import numpy as np;"
+        "import re, sys; sys.path.insert(0, 'benchmarks');"
         "from sampling import seed_pixelcnn; from oasis_vqvae.models import sample_codes;"
         f"sample_codes(seed_pixelcnn({grid}), {batch}, ({grid}, {grid}), batch_size={batch},"
         " progress=False);"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    return float(result.stdout.strip().splitlines()[-1])
+    return int(result.stdout.strip().splitlines()[-1]) / 1024
 
 
 def main() -> None:
