@@ -149,3 +149,25 @@ def test_experiment_is_a_second_pipeline_run(repro, mlflow_server):
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{newest.info.run_id}'"
     )
     assert {run.data.tags["oasis.stage"] for run in children} == {"generate", "evaluate"}
+
+
+def test_metrics_and_plots_diff_against_the_last_commit(repro):
+    # Runs last: it commits the workspace, changes a parameter and reruns what depends on it.
+    repo, env, _ = repro
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    for args in (["add", "-A"], ["commit", "-qm", "baseline", "--allow-empty"]):
+        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
+    count = yaml.safe_load((repo / "params.yaml").read_text())["generate"]["count"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    _apply_override(params, f"generate.count={count + 1}")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(repo, env, "repro")
+
+    changed = json.loads(dvc(repo, env, "params", "diff", "--json"))["params.yaml"]
+    assert changed["generate.count"] == {"old": count, "new": count + 1, "diff": 1}
+    metrics = json.loads(dvc(repo, env, "metrics", "diff", "--json"))
+    samples = metrics["outputs/eval/metrics.json"]["samples"]
+    assert samples == {"old": count, "new": count + 1, "diff": 1}
+    dvc(repo, env, "plots", "diff", "HEAD", "-o", "plots-diff")
+    page = (repo / "plots-diff" / "index.html").read_text()
+    assert "HEAD" in page and "workspace" in page and "PixelCNN bits per code" in page
