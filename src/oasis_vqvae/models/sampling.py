@@ -91,6 +91,7 @@ def _fast_batches(pixelcnn, codes, uniforms, start_row, temperature, batch_size,
     if start_row == codes.shape[1] or not len(codes):
         return
     fast = FastSampler(pixelcnn)
+    batch_size = min(batch_size, len(codes))
     with tqdm(total=len(codes), desc="sampling codes", unit="grid", disable=not progress) as bar:
         for start in range(0, len(codes), batch_size):
             batch = slice(start, start + batch_size)
