@@ -331,6 +331,13 @@ def code_histogram(codes: np.ndarray, num_embeddings: int) -> np.ndarray:
     return np.bincount(codes.astype(np.int64), minlength=num_embeddings)
 
 
+def perplexity(counts: np.ndarray) -> float:
+    """exp(entropy) of a code histogram: the effective number of codes in use."""
+    probabilities = counts / max(counts.sum(), 1)
+    nonzero = probabilities[probabilities > 0]
+    return float(np.exp(-np.sum(nonzero * np.log(nonzero))))
+
+
 def code_kl(
     counts_p: np.ndarray, counts_q: np.ndarray, pseudocount: float = KL_PSEUDOCOUNT
 ) -> float:

@@ -20,7 +20,6 @@ from oasis_vqvae.config import EvaluateConfig, Params
 from oasis_vqvae.data.shards import load_images, read_manifest
 from oasis_vqvae.errors import DataError
 from oasis_vqvae.stages.common import VQVAE_FILE, load_model, write_metrics
-from oasis_vqvae.stages.extract_codes import perplexity
 from oasis_vqvae.stages.generate import load_samples
 from oasis_vqvae.storage import atomic_directory
 
@@ -186,9 +185,9 @@ def code_usage(
 def latent_metrics(usage_test: np.ndarray, usage_samples: np.ndarray) -> dict[str, float | int]:
     """Perplexity and codes in use per side, and KL(samples || test) of the histograms."""
     return {
-        "perplexity_test": perplexity(usage_test),
+        "perplexity_test": metrics.perplexity(usage_test),
         "codes_used_test": int(np.count_nonzero(usage_test)),
-        "perplexity_samples": perplexity(usage_samples),
+        "perplexity_samples": metrics.perplexity(usage_samples),
         "codes_used_samples": int(np.count_nonzero(usage_samples)),
         "code_kl_samples_vs_test": metrics.code_kl(usage_samples, usage_test),
     }

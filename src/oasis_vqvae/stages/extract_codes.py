@@ -13,6 +13,7 @@ from oasis_vqvae import plots, tracking
 from oasis_vqvae.config import Params
 from oasis_vqvae.data.shards import load_split, read_manifest
 from oasis_vqvae.errors import DataError
+from oasis_vqvae.metrics import code_histogram, perplexity
 from oasis_vqvae.stages.common import VQVAE_FILE, load_model, write_metrics
 from oasis_vqvae.storage import atomic_directory
 
@@ -46,7 +47,7 @@ def extract_codes(params: Params, data: str | Path, vqvae: str | Path, out: str 
                 codes = encode_split(model, data, split, params.evaluate.batch_size)
                 np.save(tmp / f"{split}.npy", codes.astype(dtype))
                 slices[split] = len(codes)
-                usage[split] = np.bincount(codes.ravel(), minlength=num_embeddings)
+                usage[split] = code_histogram(codes, num_embeddings)
                 metrics[f"perplexity_{split}"] = perplexity(usage[split])
                 metrics[f"codes_used_{split}"] = int(np.count_nonzero(usage[split]))
             (tmp / CODES_MANIFEST).write_text(
@@ -81,13 +82,6 @@ def encode_split(model: keras.Model, data: Path, split: str, batch_size: int) ->
     if not batches:
         raise DataError(f"{data}: split {split!r} has no slices")
     return np.concatenate(batches)
-
-
-def perplexity(counts: np.ndarray) -> float:
-    """exp(entropy) of a code histogram: the effective number of codes in use."""
-    probabilities = counts / max(counts.sum(), 1)
-    nonzero = probabilities[probabilities > 0]
-    return float(np.exp(-np.sum(nonzero * np.log(nonzero))))
 
 
 def load_codes(codes: str | Path, split: str) -> np.ndarray:
