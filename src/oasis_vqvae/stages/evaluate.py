@@ -114,6 +114,8 @@ def run_evaluation(
     cfg: EvaluateConfig,
 ) -> Evaluation:
     """Compute every metric; the splits stay uint8 in memory (the training split may be big)."""
+    from oasis_vqvae.models import decode_codes, encode_codes
+
     test, train = load_images(data, "test"), load_images(data, "train")
     if len(test) < 2 or len(train) == 0:
         raise DataError(f"{data}: evaluation needs >= 2 test and >= 1 training slices")
@@ -123,12 +125,15 @@ def run_evaluation(
             f"dataset's {test.shape[1:]} slices; rerun generate with this VQ-VAE"
         )
     test_float = metrics.as_float(test)
-    reconstructed = model.predict(test_float[..., None], batch_size=cfg.batch_size, verbose=0)
-    reconstructed = reconstructed[..., 0]
+    # One encoder pass gives both the test codes and, decoded, the reconstructions.
+    test_codes = encode_codes(model, test_float[..., None], cfg.batch_size)
+    reconstructed = decode_codes(model, test_codes, cfg.batch_size)[..., 0]
     ssim = metrics.ssim(test_float, reconstructed, cfg.batch_size)
     nearest_test, _ = metrics.nearest_ssim(generated, test, cfg.nearest_candidates)
     nearest_train, train_index = metrics.nearest_ssim(generated, train, cfg.nearest_candidates)
-    usage_test, usage_samples = code_usage(model, test_float, sample_codes, cfg.batch_size)
+    num_embeddings = int(model.get_layer("vector_quantizer").num_embeddings)
+    usage_test = metrics.code_histogram(test_codes, num_embeddings)
+    usage_samples = metrics.code_histogram(sample_codes, num_embeddings)
     c2st = metrics.two_sample_test(
         test, generated, held_out=cfg.c2st.held_out, steps=cfg.c2st.steps,
         batch_size=cfg.c2st.batch_size, max_seconds=cfg.c2st.max_seconds, seed=cfg.c2st.seed,
@@ -166,20 +171,6 @@ def reconstruction_metrics(
         "psnr_mean": float(metrics.psnr(mse).mean()),
         "mse_mean": float(mse.mean()),
     }
-
-
-def code_usage(
-    model: keras.Model, test: np.ndarray, sample_codes: np.ndarray, batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Code histograms of the test slices (encoded now) and of the sampled grids."""
-    from oasis_vqvae.models import encode_codes
-
-    num_embeddings = int(model.get_layer("vector_quantizer").num_embeddings)
-    test_codes = encode_codes(model, test[..., None], batch_size)  # already in memory
-    return (
-        metrics.code_histogram(test_codes, num_embeddings),
-        metrics.code_histogram(sample_codes, num_embeddings),
-    )
 
 
 def latent_metrics(usage_test: np.ndarray, usage_samples: np.ndarray) -> dict[str, float | int]:
