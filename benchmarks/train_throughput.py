@@ -14,8 +14,13 @@ params.yaml, which supplies the rest: quantizer, EMA, restarts, learning rate, s
             options; the encoder and decoder are the project's architecture made of stock
             Keras layers, so both sides do the same arithmetic;
   ours      the project's trainer set up exactly as the train-vqvae stage does
-            (`seed_everything`, which turns on TensorFlow op determinism, the stage's
-            `build_model`, ``VQVAETrainer``, ``compile(optimizer=Adam(lr))``, ``build``).
+            (`seed_everything`, which turns on TensorFlow op determinism,
+            `resolve_precision` of ``vqvae.precision``, the stage's `build_model` and
+            `build_optimizer`, ``VQVAETrainer``, ``compile``, ``build``). With the default
+            ``auto`` it trains in mixed bfloat16 on a CPU or GPU that has bfloat16
+            arithmetic, in float32 elsewhere;
+  ours, float32  the same in float32, timed too when ours is not float32, to show what the
+            precision is worth and what the rest of the trainer is.
 
 Both train on one synthetic batch already in memory, repeated by ``tf.data`` (the input
 pipeline is not measured). Each trainer first runs warm-up steps with ``fit`` (tracing,
@@ -57,8 +62,9 @@ from tensorflow.python.framework.config import is_op_determinism_enabled  # noqa
 import oasis_vqvae.models.vqvae as vqvae_module  # noqa: E402
 from oasis_vqvae.config import VQVAEConfig, load_params  # noqa: E402
 from oasis_vqvae.models import VQVAETrainer, build_decoder, build_encoder  # noqa: E402
+from oasis_vqvae.precision import Policy, resolve_precision  # noqa: E402
 from oasis_vqvae.stages.common import seed_everything  # noqa: E402
-from oasis_vqvae.stages.train_vqvae import build_model  # noqa: E402
+from oasis_vqvae.stages.train_vqvae import build_model, build_optimizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # The architecture and batch the comparison is specified for (the issue), applied over the
@@ -202,11 +208,12 @@ def project_trainer(
     cfg: VQVAEConfig,
     size: int,
     variance: float,
+    policy: Policy,
     jit_compile: bool | None = None,
     steps_per_execution: int = 1,
     stock_conv: bool = False,
 ) -> keras.Model:
-    """The trainer as `oasis_vqvae.stages.train_vqvae` builds and compiles it.
+    """The trainer as `oasis_vqvae.stages.train_vqvae` builds and compiles it, in ``policy``.
 
     ``jit_compile`` / ``steps_per_execution`` other than None / 1 measure candidate
     changes to the stage; the stage itself passes neither. ``stock_conv`` builds the
@@ -216,18 +223,18 @@ def project_trainer(
     if stock_conv:
         saved, vqvae_module.Conv2D = vqvae_module.Conv2D, layers.Conv2D
         try:
-            model = build_model(cfg, size)
+            model = build_model(cfg, size, policy)
         finally:
             vqvae_module.Conv2D = saved
     else:
-        model = build_model(cfg, size)
+        model = build_model(cfg, size, policy)
     trainer = VQVAETrainer(model, data_variance=variance)
     options: dict[str, Any] = {}
     if jit_compile is not None:
         options["jit_compile"] = jit_compile
     if steps_per_execution != 1:
         options["steps_per_execution"] = steps_per_execution
-    trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), **options)
+    trainer.compile(optimizer=build_optimizer(cfg.learning_rate, policy), **options)
     trainer.build((None, size, size, 1))
     return trainer
 
@@ -352,7 +359,9 @@ def synthetic_batch(size: int, batch: int, seed: int = 0) -> tf.Tensor:
     return tf.image.resize(coarse, (size, size), method="bilinear")
 
 
-def run_size(cfg: VQVAEConfig, size: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_size(
+    cfg: VQVAEConfig, size: int, policy: Policy, args: argparse.Namespace
+) -> dict[str, Any]:
     """Warm up both trainers, then time their steps alternately; returns the statistics."""
     steps = args.steps or (24 if size <= 128 else 10)
     batch = synthetic_batch(size, cfg.batch_size)
@@ -365,12 +374,17 @@ def run_size(cfg: VQVAEConfig, size: int, args: argparse.Namespace) -> dict[str,
             cfg,
             size,
             variance,
+            policy,
             jit_compile=True if args.jit_compile else None,
             steps_per_execution=args.steps_per_execution,
         ),
     }
+    if policy != "float32":  # what the precision is worth, and what the rest is
+        trainers["ours, float32"] = project_trainer(cfg, size, variance, "float32")
     if args.stock_conv:
-        trainers["ours, stock Conv2D"] = project_trainer(cfg, size, variance, stock_conv=True)
+        trainers["ours, stock Conv2D"] = project_trainer(
+            cfg, size, variance, policy, stock_conv=True
+        )
     functions = {name: warm_up(t, dataset, args.warmup) for name, t in trainers.items()}
     iterators = {name: iter(dataset) for name in trainers}
     timings: dict[str, list[tuple[float, float]]] = {name: [] for name in trainers}
@@ -460,6 +474,7 @@ def main() -> None:
     else:
         seed_everything(cfg.seed)  # the stage's seeding: turns on op determinism
     deterministic = is_op_determinism_enabled()
+    policy = resolve_precision(cfg.precision)
 
     print(
         f"VQ-VAE train step, batch {cfg.batch_size}; vqvae params ({args.params.name} + "
@@ -472,15 +487,20 @@ def main() -> None:
         "baseline: Keras-example trainer (VQ layer with add_loss, GradientTape train_step, "
         "Adam, default compile), stock Keras layers, same architecture"
     )
-    ours_options = [f"op determinism {'on' if deterministic else 'OFF'}"]
+    ours_options = [
+        f"precision {policy} (vqvae.precision={cfg.precision})",
+        f"op determinism {'on' if deterministic else 'OFF'}",
+    ]
     if args.jit_compile:
         ours_options.append("jit_compile=True")
     if args.steps_per_execution != 1:
         ours_options.append(f"steps_per_execution={args.steps_per_execution}")
     print(
-        "ours: the train-vqvae stage's set-up (seed_everything, build_model, VQVAETrainer, "
-        f"compile(Adam(lr))); {', '.join(ours_options)}"
+        "ours: the train-vqvae stage's set-up (seed_everything, resolve_precision, build_model, "
+        f"VQVAETrainer, compile(build_optimizer)); {', '.join(ours_options)}"
     )
+    if policy != "float32":
+        print("ours, float32: the same with vqvae.precision=float32")
     worst = check_same_math(cfg)
     print(
         f"same math: our encoder/decoder vs stock Keras layers, same weights: largest "
@@ -494,7 +514,7 @@ def main() -> None:
     for size in args.sizes:
         forward = forward_flops(cfg, size)
         train = TRAIN_FLOPS_PER_FORWARD * forward
-        result = run_size(cfg, size, args)
+        result = run_size(cfg, size, policy, args)
         line = f"\n{size}x{size}: forward {forward / 1e9:.3f} GFLOP/image"
         if args.profile_flops:
             line += f" (tf.profiler, all ops: {profiler_forward_flops(cfg, size) / 1e9:.3f})"

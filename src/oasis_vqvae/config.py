@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from oasis_vqvae.distribute import StrategyName
 from oasis_vqvae.errors import ConfigError
+from oasis_vqvae.precision import PrecisionName
 
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(gt=0)]
@@ -127,6 +128,8 @@ class VQVAEConfig(Block):
     seed: int = 0
     strategy: StrategyName = "auto"
     """tf.distribute strategy (see oasis_vqvae.distribute); batch_size is the global batch."""
+    precision: PrecisionName = "auto"
+    """Keras dtype policy to train in (see oasis_vqvae.precision); the saved model is float32."""
 
 
 class PixelCNNConfig(Block):

@@ -54,6 +54,13 @@ class StageRun:
         """False when tracking is disabled."""
         return self.run_id is not None
 
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tag the stage run, e.g. with what ``auto`` settings resolved to on this machine."""
+        if self.active:
+            import mlflow
+
+            mlflow.set_tags(dict(tags))
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log metrics on the stage run; ``step`` is the epoch for per-epoch metrics."""
         if self.active:

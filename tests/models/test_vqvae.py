@@ -14,6 +14,7 @@ from oasis_vqvae.models import (
     encode_codes,
     latent_grid_shape,
 )
+from oasis_vqvae.stages.train_vqvae import build_optimizer
 
 TINY = dict(residual_blocks=1, residual_filters=8, embedding_dim=4, num_embeddings=16)
 METRICS = (
@@ -74,6 +75,31 @@ def test_losses_fall_on_a_fixed_batch(blob_images):
     assert history["loss"][-1] < 0.5 * history["loss"][0]
     assert history["reconstruction_loss"][-1] < 0.5 * history["reconstruction_loss"][0]
     assert all(np.isfinite(history["loss"]))
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_with_a_float32_quantizer(blob_images, policy):
+    vqvae = build_vqvae(32, filters=(16, 32), **TINY, seed=0, dtype=policy)
+    encoder, decoder = vqvae.get_layer("encoder"), vqvae.get_layer("decoder")
+    assert encoder.get_layer("down_0").compute_dtype == policy.removeprefix("mixed_")
+    assert decoder.get_layer("up_0").compute_dtype == policy.removeprefix("mixed_")
+    for layer in (
+        encoder.get_layer("pre_quantization"),
+        vqvae.get_layer("vector_quantizer"),
+        decoder.get_layer("reconstruction"),
+    ):
+        assert layer.compute_dtype == "float32", layer.name
+    assert {w.dtype for w in vqvae.weights} == {"float32"}
+    trainer = VQVAETrainer(vqvae)
+    # Under mixed_float16 the optimizer scales the loss; without it the steps would vanish.
+    trainer.compile(optimizer=build_optimizer(3e-3, policy))
+    history = trainer.fit(blob_images, epochs=30, batch_size=8, verbose=0).history
+
+    assert all(np.isfinite(history["loss"]))
+    assert history["reconstruction_loss"][-1] < 0.5 * history["reconstruction_loss"][0]
+    scaled = isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (policy == "mixed_float16")
+    assert vqvae.predict(blob_images, verbose=0).dtype == np.float32
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])

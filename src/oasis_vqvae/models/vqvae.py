@@ -150,12 +150,14 @@ def _pointwise(x: Any, matrix: Any) -> Any:
     return ops.reshape(flat, (*ops.shape(x)[:-1], n))
 
 
-def _residual_block(x: Any, filters: int, residual_filters: int, name: str) -> Any:
+def _residual_block(
+    x: Any, filters: int, residual_filters: int, name: str, dtype: str | None
+) -> Any:
     """Residual block ``x + conv1x1(leaky_relu(conv3x3(x)))``, shape ``(B, h, w, filters)``."""
-    h = Conv2D(residual_filters, 3, padding="same", name=f"{name}_conv3x3")(x)
-    h = layers.LeakyReLU(name=f"{name}_act")(h)
-    h = Conv2D(filters, 1, name=f"{name}_conv1x1")(h)
-    return layers.Add(name=f"{name}_add")([x, h])
+    h = Conv2D(residual_filters, 3, padding="same", dtype=dtype, name=f"{name}_conv3x3")(x)
+    h = layers.LeakyReLU(dtype=dtype, name=f"{name}_act")(h)
+    h = Conv2D(filters, 1, dtype=dtype, name=f"{name}_conv1x1")(h)
+    return layers.Add(dtype=dtype, name=f"{name}_add")([x, h])
 
 
 def build_encoder(
@@ -165,12 +167,15 @@ def build_encoder(
     residual_blocks: int = 2,
     residual_filters: int = 32,
     embedding_dim: int = 16,
+    dtype: str | None = None,
 ) -> keras.Model:
     """Encoder ``(B, S, S, channels)`` -> ``(B, S/2**n, S/2**n, embedding_dim)``.
 
     ``n = len(filters)`` stride-2 4x4 convolutions (ReLU), ``residual_blocks``
     residual blocks at width ``filters[-1]``, a leaky ReLU, then a 1x1
     convolution to ``embedding_dim`` (linear: these are the vectors to quantize).
+    ``dtype`` is the layers' Keras dtype policy (e.g. ``"mixed_bfloat16"``; None: the
+    global one), except that the 1x1 projection computes in float32 for the quantizer.
     """
     height, width = _as_hw(image_size)
     latent_grid_shape((height, width), filters)
@@ -178,13 +183,15 @@ def build_encoder(
     x = inputs
     # Downsampling.
     for i, f in enumerate(filters):
-        x = Conv2D(int(f), 4, strides=2, padding="same", activation="relu", name=f"down_{i}")(x)
+        x = Conv2D(
+            int(f), 4, strides=2, padding="same", activation="relu", dtype=dtype, name=f"down_{i}"
+        )(x)
     # Residual stack.
     for i in range(residual_blocks):
-        x = _residual_block(x, int(filters[-1]), residual_filters, name=f"res_{i}")
-    x = layers.LeakyReLU(name="res_out")(x)
-    # Projection to the embedding space.
-    outputs = Conv2D(embedding_dim, 1, name="pre_quantization")(x)
+        x = _residual_block(x, int(filters[-1]), residual_filters, f"res_{i}", dtype)
+    x = layers.LeakyReLU(dtype=dtype, name="res_out")(x)
+    # Projection to the embedding space, float32 under any policy: the quantizer's input.
+    outputs = Conv2D(embedding_dim, 1, dtype="float32", name="pre_quantization")(x)
     return keras.Model(inputs, outputs, name="encoder")
 
 
@@ -195,25 +202,27 @@ def build_decoder(
     residual_blocks: int = 2,
     residual_filters: int = 32,
     embedding_dim: int = 16,
+    dtype: str | None = None,
 ) -> keras.Model:
     """Decoder ``(B, S/2**n, S/2**n, embedding_dim)`` -> ``(B, S, S, channels)``.
 
     Mirrors the encoder: a 3x3 convolution to ``filters[-1]``, the residual
     blocks and a leaky ReLU, stride-2 4x4 transposed convolutions (ReLU) with
     ``reversed(filters)``, and a 3x3 convolution to ``channels`` with a sigmoid
-    (images live in [0, 1]).
+    (images live in [0, 1]). ``dtype`` as in `build_encoder`; the output layer computes
+    in float32.
     """
     latent_h, latent_w = latent_grid_shape(image_size, filters)
     inputs = keras.Input((latent_h, latent_w, embedding_dim), name="quantized")
-    x = Conv2D(int(filters[-1]), 3, padding="same", name="post_quantization")(inputs)
+    x = Conv2D(int(filters[-1]), 3, padding="same", dtype=dtype, name="post_quantization")(inputs)
     # Residual stack.
     for i in range(residual_blocks):
-        x = _residual_block(x, int(filters[-1]), residual_filters, name=f"res_{i}")
-    x = layers.LeakyReLU(name="res_out")(x)
+        x = _residual_block(x, int(filters[-1]), residual_filters, f"res_{i}", dtype)
+    x = layers.LeakyReLU(dtype=dtype, name="res_out")(x)
     # Upsampling.
     for i, f in enumerate(reversed(filters)):
         x = layers.Conv2DTranspose(
-            int(f), 4, strides=2, padding="same", activation="relu", name=f"up_{i}"
+            int(f), 4, strides=2, padding="same", activation="relu", dtype=dtype, name=f"up_{i}"
         )(x)
     # Output image; float32 even under a mixed-precision policy.
     outputs = Conv2D(
@@ -241,6 +250,7 @@ def build_vqvae(
     dead_code_threshold: float = 0.0,
     seed: int | None = None,
     data_init: bool = False,
+    dtype: str | None = None,
 ) -> keras.Model:
     """The VQ-VAE ``(B, S, S, channels)`` -> reconstructions ``(B, S, S, channels)``.
 
@@ -250,7 +260,8 @@ def build_vqvae(
     after a call. ``seed`` seeds the codebook and dead-code restarts (the conv
     weights follow Keras' global seed, ``keras.utils.set_random_seed``).
     ``data_init`` initialises the codebook from the first training batch's latent
-    vectors (see `VectorQuantizer`).
+    vectors (see `VectorQuantizer`). ``dtype`` is the encoder's and decoder's Keras dtype
+    policy (see `build_encoder`); the quantizer always computes in float32.
     """
     arch = dict(
         image_size=image_size,
@@ -259,6 +270,7 @@ def build_vqvae(
         residual_blocks=residual_blocks,
         residual_filters=residual_filters,
         embedding_dim=embedding_dim,
+        dtype=dtype,
     )
     encoder = build_encoder(**arch)
     decoder = build_decoder(**arch)
@@ -271,6 +283,7 @@ def build_vqvae(
         dead_code_threshold=dead_code_threshold,
         seed=seed,
         data_init=data_init,
+        dtype="float32",
         name="vector_quantizer",
     )
     inputs = keras.Input(encoder.input_shape[1:], name="images")
@@ -295,6 +308,10 @@ class VQVAETrainer(keras.Model):
     codebook used in a batch); validation also reports ``ssim`` (mean
     ``tf.image.ssim`` with max_val=1; images of at least 11x11) as ``val_ssim``.
     Values of the last batch alone: `last_batch_logs`.
+
+    Mixed precision: build the VQ-VAE with ``dtype="mixed_bfloat16"`` (or
+    ``"mixed_float16"``, then compile with a ``keras.optimizers.LossScaleOptimizer``: the
+    train step scales the loss with ``optimizer.scale_loss``).
 
     Only ``vqvae`` is worth saving: ``trainer.vqvae.save("vqvae.keras")``.
     """
@@ -368,7 +385,8 @@ class VQVAETrainer(keras.Model):
         with tf.GradientTape() as tape:
             _, stats = self._forward(x, training=True)
             # Keras sums the replicas' gradients: each differentiates its loss / replicas.
-            scaled_loss = scale_for_replicas(stats["loss"])
+            # A LossScaleOptimizer (mixed_float16) scales it up against float16 underflow.
+            scaled_loss = self.optimizer.scale_loss(scale_for_replicas(stats["loss"]))
         # Backpropagation.
         variables = self.vqvae.trainable_variables
         grads = tape.gradient(scaled_loss, variables)

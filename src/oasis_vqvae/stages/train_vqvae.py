@@ -13,6 +13,7 @@ from oasis_vqvae.config import Params, VQVAEConfig
 from oasis_vqvae.data.shards import load_split, read_manifest
 from oasis_vqvae.distribute import make_strategy
 from oasis_vqvae.errors import ConfigError
+from oasis_vqvae.precision import Policy, resolve_precision
 from oasis_vqvae.stages.common import VQVAE_FILE, seed_everything, write_metrics
 from oasis_vqvae.storage import atomic_directory
 
@@ -32,8 +33,6 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
     ``reconstructions.png`` (validation slices above their reconstructions) and
     ``metrics.json`` (the best epoch's validation metrics). Resumes an interrupted run.
     """
-    import keras
-
     from oasis_vqvae.models import VQVAETrainer
 
     cfg, data, out = params.vqvae, Path(data), Path(out)
@@ -41,21 +40,25 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
     image_size = int(manifest["image_shape"][0])
     seed_everything(cfg.seed)
     strategy = make_strategy(cfg.strategy)
+    policy = resolve_precision(cfg.precision)
     with strategy.scope():  # variables are created where the strategy places them
-        model = build_model(cfg, image_size)  # fails on a misfit before any training
+        model = build_model(cfg, image_size, policy)  # fails on a misfit before any training
     with tracking.stage_run("train-vqvae", params, blocks=("vqvae",)) as run:
         run.tag_pipeline({"data_hash": manifest["content_hash"]})
+        run.set_tags({"oasis.precision": policy})
         train = load_split(data, "train", batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
         validation = load_split(data, "validate", batch_size=cfg.batch_size)
         with strategy.scope():
             trainer = VQVAETrainer(model, data_variance=_pixel_variance(train))
-            trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
+            trainer.compile(optimizer=build_optimizer(cfg.learning_rate, policy))
             trainer.build((None, image_size, image_size, 1))
         workdir = training.checkpoint_dir(out)
+        # The resolved policy, not "auto": a loss-scaled optimizer has more state to restore.
+        key_params = training.key_params(cfg) | {"precision": policy}
         history = training.fit_resumable(
             trainer, train, validation,
             epochs=cfg.epochs, workdir=workdir,
-            key=training.run_key(training.key_params(cfg), manifest["content_hash"]),
+            key=training.run_key(key_params, manifest["content_hash"]),
             monitor="val_loss", mode="min", run=run,
         )  # fmt: skip
         best = history.loc[history["val_loss"].idxmin()]
@@ -63,6 +66,8 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
             f"best_{name}": float(best[name])
             for name in ("val_loss", "val_ssim", "val_perplexity", "val_codes_in_use")
         }
+        if policy != "float32":  # the saved model computes in float32 wherever it is loaded
+            model = _float32_copy(model, cfg, image_size)
         with atomic_directory(out) as tmp:
             model.save(tmp / VQVAE_FILE)
             history.to_csv(tmp / "history.csv", index=False)
@@ -87,8 +92,11 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
     return out
 
 
-def build_model(cfg: VQVAEConfig, image_size: int) -> keras.Model:
-    """The VQ-VAE of ``cfg`` for square slices of ``image_size``; a ConfigError if it can't fit."""
+def build_model(cfg: VQVAEConfig, image_size: int, policy: Policy = "float32") -> keras.Model:
+    """The VQ-VAE of ``cfg`` for square slices of ``image_size``, computing in ``policy``.
+
+    A ConfigError if the architecture can't fit the image size.
+    """
     from oasis_vqvae.models import build_vqvae
 
     try:
@@ -105,9 +113,27 @@ def build_model(cfg: VQVAEConfig, image_size: int) -> keras.Model:
             dead_code_threshold=cfg.dead_code_threshold,
             data_init=cfg.data_init,
             seed=cfg.seed,
+            dtype=policy,
         )
     except ValueError as err:
         raise ConfigError(f"vqvae: {err} (dataset slices are {image_size}x{image_size})") from None
+
+
+def build_optimizer(learning_rate: float, policy: Policy) -> keras.optimizers.Optimizer:
+    """Adam; under mixed_float16 wrapped in dynamic loss scaling (float16 underflows)."""
+    import keras
+
+    optimizer = keras.optimizers.Adam(learning_rate)
+    if policy == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def _float32_copy(model: keras.Model, cfg: VQVAEConfig, image_size: int) -> keras.Model:
+    """``model`` rebuilt in float32 with the same weights (mixed policies keep them in float32)."""
+    copy = build_model(cfg, image_size, "float32")
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _pixel_variance(train: tf.data.Dataset) -> float:
