@@ -7,9 +7,9 @@ convolutions), the encoder maps ``(B, S, S, C)`` to a latent grid
 ``[0, 1]`` (sigmoid output). E.g. 128x128 slices become 32x32 grids of codes.
 
 All models are plain Keras functional models made of built-in layers and the
-registered `VectorQuantizer` and `Conv2D` (a `keras.layers.Conv2D` with the same
-weights and math whose train step is faster on CPU), so ``.keras`` files load with
-``safe_mode=True``.
+registered `VectorQuantizer`, `Conv2D` and `Conv2DTranspose` (Keras' layers with the
+same weights and math, whose train step is faster on CPU and right in bfloat16), so
+``.keras`` files load with ``safe_mode=True``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from oasis_vqvae.models.quantizer import VectorQuantizer
 
 __all__ = [
     "Conv2D",
+    "Conv2DTranspose",
     "VQVAETrainer",
     "build_decoder",
     "build_encoder",
@@ -109,15 +110,7 @@ class Conv2D(layers.Conv2D):
                 outputs = self.convolution_op(inputs, kernel)
         else:
             outputs = self.convolution_op(inputs, kernel)
-        if self.use_bias:
-            bias = self.bias
-            if self.data_format != "channels_last":
-                bias = ops.reshape(bias, (1, self.filters) + (1,) * self.rank)
-            # tf.add (AddV2) on purpose: ops.add would emit BiasAdd (see the class docstring).
-            outputs = tf.add(outputs, ops.cast(bias, outputs.dtype))
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return _bias_and_activation(self, outputs)
 
     def _rewritable(self) -> bool:
         return (
@@ -141,6 +134,44 @@ class Conv2D(layers.Conv2D):
                     selector[dy, dx, (dy * kw + dx) * filters + f, f] = 1.0
         selector = ops.convert_to_tensor(selector, dtype=z.dtype)
         return ops.conv(z, selector, strides=1, padding=self.padding)
+
+
+@keras.saving.register_keras_serializable(package="oasis_vqvae")
+class Conv2DTranspose(layers.Conv2DTranspose):
+    """`keras.layers.Conv2DTranspose` with the bias added by ``AddV2``, not ``BiasAdd``.
+
+    Same arguments, weights and math. ``BiasAdd``'s gradient sums over batch and pixels in
+    the compute dtype: in bfloat16 (8 bits of mantissa) a sum over a batch of 64x64 images
+    stops growing long before the end, and the bias gradient comes out wrong by its whole
+    size, which kept a mixed_bfloat16 VQ-VAE from learning at all. ``AddV2``'s gradient
+    (a ``Sum``) accumulates in float32. It is faster on CPU too (see `Conv2D`).
+    """
+
+    def call(self, inputs: Any) -> Any:
+        """``activation(conv_transpose(inputs, kernel) + bias)``, as Keras' layer."""
+        outputs = ops.conv_transpose(
+            inputs,
+            self.kernel,
+            strides=list(self.strides),
+            padding=self.padding,
+            output_padding=self.output_padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
+        return _bias_and_activation(self, outputs)
+
+
+def _bias_and_activation(layer: layers.Layer, outputs: Any) -> Any:
+    """``activation(outputs + bias)`` of a convolution layer, the bias added by ``AddV2``."""
+    if layer.use_bias:
+        bias = layer.bias
+        if layer.data_format != "channels_last":
+            bias = ops.reshape(bias, (1, layer.filters) + (1,) * layer.rank)
+        # tf.add on purpose: ops.add would emit BiasAdd (see `Conv2D`, `Conv2DTranspose`).
+        outputs = tf.add(outputs, ops.cast(bias, outputs.dtype))
+    if layer.activation is not None:
+        outputs = layer.activation(outputs)
+    return outputs
 
 
 def _pointwise(x: Any, matrix: Any) -> Any:
@@ -221,7 +252,7 @@ def build_decoder(
     x = layers.LeakyReLU(dtype=dtype, name="res_out")(x)
     # Upsampling.
     for i, f in enumerate(reversed(filters)):
-        x = layers.Conv2DTranspose(
+        x = Conv2DTranspose(
             int(f), 4, strides=2, padding="same", activation="relu", dtype=dtype, name=f"up_{i}"
         )(x)
     # Output image; float32 even under a mixed-precision policy.
