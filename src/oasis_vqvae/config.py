@@ -150,6 +150,8 @@ class PixelCNNConfig(Block):
     seed: int = 0
     strategy: StrategyName = "auto"
     """tf.distribute strategy (see oasis_vqvae.distribute); batch_size is the global batch."""
+    precision: PrecisionName = "auto"
+    """Keras dtype policy to train in (see oasis_vqvae.precision); the saved model is float32."""
 
     @field_validator("kernel_size")
     @classmethod

@@ -1,6 +1,6 @@
-"""Which floating-point precision the VQ-VAE trains in: the one home of that choice.
+"""Which floating-point precision the models train in: the one home of that choice.
 
-``vqvae.precision`` in params.yaml names a Keras dtype policy:
+``vqvae.precision`` and ``pixelcnn.precision`` in params.yaml name a Keras dtype policy:
 
 - ``float32``: everything in float32;
 - ``mixed_bfloat16``: layers compute in bfloat16, variables stay float32 (Keras mixed
@@ -12,17 +12,22 @@
 - ``auto``: ``mixed_bfloat16`` or ``mixed_float16`` where the hardware runs it natively
   (every visible GPU, or the CPU when there is no GPU), else ``float32``.
 
-Whatever the choice, the vector quantizer (codebook, distances, losses), the projection
-into it and the output image layer compute in float32, and train-vqvae saves a float32
-model: the precision speeds up training and changes nothing downstream.
+Whatever the choice, the layers where rounding would hurt compute in float32 (the VQ-VAE's
+quantizer, the projection into it and its output image layer; the PixelCNN's embedding and
+logits), and the training stages save float32 models: the precision speeds up training and
+changes nothing downstream.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # TensorFlow is imported lazily: the CLI's --help must stay fast
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,22 @@ def resolve_precision(name: PrecisionName) -> Policy:
     policy: Policy = _auto_choice() if name == "auto" else name
     log.info("training in %s%s", policy, " (auto)" if name == "auto" else "")
     return policy
+
+
+def with_loss_scaling(optimizer: keras.Optimizer, policy: Policy) -> keras.Optimizer:
+    """``optimizer``, wrapped in dynamic loss scaling under mixed_float16 (float16 underflows)."""
+    import keras
+
+    if policy == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def float32_copy(model: keras.Model, build: Callable[[Policy], keras.Model]) -> keras.Model:
+    """``model`` rebuilt by ``build("float32")`` with its weights (float32 under every policy)."""
+    copy = build("float32")
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 @functools.cache

@@ -15,7 +15,7 @@ from oasis_vqvae.models import (
     encode_codes,
     latent_grid_shape,
 )
-from oasis_vqvae.stages.train_vqvae import build_optimizer
+from oasis_vqvae.precision import with_loss_scaling
 
 TINY = dict(residual_blocks=1, residual_filters=8, embedding_dim=4, num_embeddings=16)
 METRICS = (
@@ -93,7 +93,7 @@ def test_mixed_precision_trains_with_a_float32_quantizer(blob_images, policy):
     assert {w.dtype for w in vqvae.weights} == {"float32"}
     trainer = VQVAETrainer(vqvae)
     # Under mixed_float16 the optimizer scales the loss; without it the steps would vanish.
-    trainer.compile(optimizer=build_optimizer(3e-3, policy))
+    trainer.compile(optimizer=with_loss_scaling(keras.optimizers.Adam(3e-3), policy))
     history = trainer.fit(blob_images, epochs=30, batch_size=8, verbose=0).history
 
     assert all(np.isfinite(history["loss"]))

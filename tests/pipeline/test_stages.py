@@ -25,8 +25,8 @@ from oasis_vqvae.training import checkpoint_dir
 def run_dir(tmp_path_factory, tiny_dataset, tiny_params) -> Path:
     """Every stage after ingest, once, in one directory."""
     root = tmp_path_factory.mktemp("stages")
-    # bfloat16 even where the CPU lacks it (emulated there): the saved model must be float32.
-    params = tiny_params("vqvae.precision=mixed_bfloat16")
+    # bfloat16 even where the CPU lacks it (emulated there): the saved models must be float32.
+    params = tiny_params("vqvae.precision=mixed_bfloat16", "pixelcnn.precision=mixed_bfloat16")
     train_vqvae(params, tiny_dataset, root / "vqvae")
     extract_codes(params, tiny_dataset, root / "vqvae", root / "codes")
     train_pixelcnn(params, root / "codes", root / "pixelcnn")
@@ -62,11 +62,10 @@ def test_models_load_in_safe_mode(run_dir):
     vqvae = keras.models.load_model(run_dir / "vqvae" / "vqvae.keras", safe_mode=True)
     assert vqvae.output_shape == (None, 32, 32, 1)
     # Trained in mixed_bfloat16, saved to compute in float32 wherever it is loaded.
-    layers = [vqvae, *vqvae.layers, *vqvae.get_layer("encoder").layers]
-    layers += vqvae.get_layer("decoder").layers
-    assert {layer.dtype_policy.name for layer in layers} == {"float32"}
+    assert {layer.dtype_policy.name for layer in vqvae._flatten_layers()} == {"float32"}
     pixelcnn = keras.models.load_model(run_dir / "pixelcnn" / "pixelcnn.keras", safe_mode=True)
     assert pixelcnn.output_shape == (None, 8, 8, 16)
+    assert {layer.dtype_policy.name for layer in pixelcnn._flatten_layers()} == {"float32"}
 
 
 def test_extract_codes_covers_every_split(run_dir, tiny_dataset):

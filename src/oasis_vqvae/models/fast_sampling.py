@@ -237,7 +237,9 @@ class _PlainPlan:
         self.blocks = [
             (
                 _dense(layers[f"res_{i}_in"]),
-                _dense(layers[f"res_{i}_masked"], layers[f"res_{i}_masked"].kernel_size[0] // 2 + 1),
+                _dense(
+                    layers[f"res_{i}_masked"], layers[f"res_{i}_masked"].kernel_size[0] // 2 + 1
+                ),
                 layers[f"res_{i}_masked"].kernel_size,
                 _dense(layers[f"res_{i}_out"]),
             )

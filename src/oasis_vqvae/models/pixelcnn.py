@@ -32,6 +32,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from oasis_vqvae.models.vqvae import Conv2D, bias_and_activation
+
 __all__ = [
     "GatedPixelBlock",
     "MASK_TYPES",
@@ -99,6 +101,10 @@ class MaskedConv2D(layers.Conv2D):
         """Convolve with the masked kernel (the stored kernel itself is never changed)."""
         mask = ops.convert_to_tensor(self._kernel_mask, dtype=kernel.dtype)
         return super().convolution_op(inputs, kernel * mask)
+
+    def call(self, inputs: Any) -> Any:
+        """``activation(masked_conv(inputs) + bias)``; the bias added as `vqvae.Conv2D` does."""
+        return bias_and_activation(self, self.convolution_op(inputs, self.kernel))
 
     def get_config(self) -> dict[str, Any]:
         """Conv2D's config plus ``mask_type``."""
@@ -182,11 +188,15 @@ class GatedPixelBlock(layers.Layer):
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.mask_type = mask_type
-        k, f2 = self.kernel_size, 2 * self.filters
-        self.vertical = MaskedConv2D(f2, (k, k), mask_type=f"vertical_{mask_type}", name="vertical")
-        self.horizontal = MaskedConv2D(f2, (1, k), mask_type=mask_type, name="horizontal")
-        self.vertical_to_horizontal = layers.Conv2D(f2, 1, name="v_to_h")
-        self.horizontal_out = layers.Conv2D(self.filters, 1, name="h_out")
+        k, f2, dtype = self.kernel_size, 2 * self.filters, self.dtype_policy
+        self.vertical = MaskedConv2D(
+            f2, (k, k), mask_type=f"vertical_{mask_type}", dtype=dtype, name="vertical"
+        )
+        self.horizontal = MaskedConv2D(
+            f2, (1, k), mask_type=mask_type, dtype=dtype, name="horizontal"
+        )
+        self.vertical_to_horizontal = Conv2D(f2, 1, dtype=dtype, name="v_to_h")
+        self.horizontal_out = Conv2D(self.filters, 1, dtype=dtype, name="h_out")
 
     def build(self, input_shape: Sequence[tuple]) -> None:
         """Build the four convolutions for ``[v_shape, h_shape]``."""
@@ -228,12 +238,14 @@ class GatedPixelBlock(layers.Layer):
         }
 
 
-def _residual_block(x: Any, filters: int, name: str) -> Any:
+def _residual_block(x: Any, filters: int, name: str, dtype: str | None) -> Any:
     """Keras-example residual block: 1x1 -> masked 3x3 (B) -> 1x1, plus the input."""
-    h = layers.Conv2D(filters // 2, 1, activation="relu", name=f"{name}_in")(x)
-    h = MaskedConv2D(filters // 2, 3, mask_type="B", activation="relu", name=f"{name}_masked")(h)
-    h = layers.Conv2D(filters, 1, activation="relu", name=f"{name}_out")(h)
-    return layers.Add(name=f"{name}_add")([x, h])
+    h = Conv2D(filters // 2, 1, activation="relu", dtype=dtype, name=f"{name}_in")(x)
+    h = MaskedConv2D(
+        filters // 2, 3, mask_type="B", activation="relu", dtype=dtype, name=f"{name}_masked"
+    )(h)
+    h = Conv2D(filters, 1, activation="relu", dtype=dtype, name=f"{name}_out")(h)
+    return layers.Add(dtype=dtype, name=f"{name}_add")([x, h])
 
 
 def build_pixelcnn(
@@ -247,6 +259,7 @@ def build_pixelcnn(
     embedding_dim: int = 0,
     position_bias: bool = False,
     name: str = "pixelcnn",
+    dtype: str | None = None,
 ) -> keras.Model:
     """PixelCNN: int32 codes ``(B, H, W)`` -> logits ``(B, H, W, num_embeddings)``.
 
@@ -265,6 +278,8 @@ def build_pixelcnn(
         position_bias: Add a learned `PositionBias` after the first layer, so the model
             knows where in the grid each code is.
         name: Model name.
+        dtype: The layers' Keras dtype policy, e.g. ``"mixed_bfloat16"`` (None: the global
+            one); the embedding and the logits compute in float32 under any policy.
 
     The output is logits (no softmax): train with
     ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)`` on
@@ -284,26 +299,32 @@ def build_pixelcnn(
 
     inputs = keras.Input((height, width), dtype="int32", name="codes")
     if embedding_dim:
-        x = layers.Embedding(num_embeddings, embedding_dim, name="embedding")(inputs)
+        # float32: each row's gradient sums over every position holding its code.
+        x = layers.Embedding(num_embeddings, embedding_dim, dtype="float32", name="embedding")(
+            inputs
+        )
     else:
-        x = OneHot(num_embeddings, name="one_hot")(inputs)
+        x = OneHot(num_embeddings, dtype=dtype, name="one_hot")(inputs)
     if gated:
         # Vertical and horizontal stacks.
-        v, h = GatedPixelBlock(filters, kernel_size, "A", name="gated_0")([x, x])
+        v, h = GatedPixelBlock(filters, kernel_size, "A", dtype=dtype, name="gated_0")([x, x])
         if position_bias:
-            v, h = PositionBias(name="position_v")(v), PositionBias(name="position_h")(h)
+            v = PositionBias(dtype=dtype, name="position_v")(v)
+            h = PositionBias(dtype=dtype, name="position_h")(h)
         for i in range(1, residual_blocks + 1):
-            v, h = GatedPixelBlock(filters, 3, "B", name=f"gated_{i}")([v, h])
+            v, h = GatedPixelBlock(filters, 3, "B", dtype=dtype, name=f"gated_{i}")([v, h])
         x = h
     else:
         # Type-A masked convolution, then type-B residual blocks.
-        x = MaskedConv2D(filters, kernel_size, mask_type="A", activation="relu", name="masked_a")(x)
+        x = MaskedConv2D(
+            filters, kernel_size, mask_type="A", activation="relu", dtype=dtype, name="masked_a"
+        )(x)
         if position_bias:
-            x = PositionBias(name="position")(x)
+            x = PositionBias(dtype=dtype, name="position")(x)
         for i in range(residual_blocks):
-            x = _residual_block(x, filters, name=f"res_{i}")
+            x = _residual_block(x, filters, f"res_{i}", dtype)
     # Per-position head.
     for i in range(hidden_layers):
-        x = layers.Conv2D(filters, 1, activation="relu", name=f"hidden_{i}")(x)
-    logits = layers.Conv2D(num_embeddings, 1, dtype="float32", name="logits")(x)
+        x = Conv2D(filters, 1, activation="relu", dtype=dtype, name=f"hidden_{i}")(x)
+    logits = Conv2D(num_embeddings, 1, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=name)

@@ -126,9 +126,7 @@ class VectorQuantizer(keras.layers.Layer):
         self.seed = seed
         self.data_init = bool(data_init)
         self.seed_generator = (
-            keras.random.SeedGenerator(seed)
-            if self.restarts_enabled or self.data_init
-            else None
+            keras.random.SeedGenerator(seed) if self.restarts_enabled or self.data_init else None
         )
 
     @property
@@ -290,8 +288,9 @@ class VectorQuantizer(keras.layers.Layer):
         if self.ema:
             self.ema_dw.assign(ops.where(todo, candidates, self.ema_dw.value))
             self.ema_cluster_size.assign(
-                ops.where(todo, ops.ones_like(self.ema_cluster_size.value),
-                          self.ema_cluster_size.value)
+                ops.where(
+                    todo, ops.ones_like(self.ema_cluster_size.value), self.ema_cluster_size.value
+                )
             )
         self.initialized.assign(ops.where(todo, 1.0, self.initialized.value))
 

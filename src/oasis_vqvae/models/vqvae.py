@@ -29,6 +29,7 @@ __all__ = [
     "Conv2D",
     "Conv2DTranspose",
     "VQVAETrainer",
+    "bias_and_activation",
     "build_decoder",
     "build_encoder",
     "build_vqvae",
@@ -110,7 +111,7 @@ class Conv2D(layers.Conv2D):
                 outputs = self.convolution_op(inputs, kernel)
         else:
             outputs = self.convolution_op(inputs, kernel)
-        return _bias_and_activation(self, outputs)
+        return bias_and_activation(self, outputs)
 
     def _rewritable(self) -> bool:
         return (
@@ -158,10 +159,10 @@ class Conv2DTranspose(layers.Conv2DTranspose):
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
-        return _bias_and_activation(self, outputs)
+        return bias_and_activation(self, outputs)
 
 
-def _bias_and_activation(layer: layers.Layer, outputs: Any) -> Any:
+def bias_and_activation(layer: layers.Layer, outputs: Any) -> Any:
     """``activation(outputs + bias)`` of a convolution layer, the bias added by ``AddV2``."""
     if layer.use_bias:
         bias = layer.bias

@@ -13,6 +13,7 @@ import numpy as np
 from oasis_vqvae import plots, tracking, training
 from oasis_vqvae.config import Params, PixelCNNConfig
 from oasis_vqvae.distribute import make_strategy
+from oasis_vqvae.precision import Policy, float32_copy, resolve_precision, with_loss_scaling
 from oasis_vqvae.stages.common import PIXELCNN_FILE, seed_everything, write_metrics
 from oasis_vqvae.stages.extract_codes import load_codes, read_codes_manifest
 from oasis_vqvae.storage import atomic_directory
@@ -38,20 +39,25 @@ def train_pixelcnn(params: Params, codes: str | Path, out: str | Path) -> Path:
     train_codes, val_codes = load_codes(codes, "train"), load_codes(codes, "validate")
     seed_everything(cfg.seed)
     strategy = make_strategy(cfg.strategy)
+    policy = resolve_precision(cfg.precision)
+    grid_shape, num_embeddings = tuple(manifest["grid_shape"]), manifest["num_embeddings"]
     with strategy.scope():  # variables are created where the strategy places them
-        model = build_model(cfg, tuple(manifest["grid_shape"]), manifest["num_embeddings"])
+        model = build_model(cfg, grid_shape, num_embeddings, policy)
         model.compile(
-            optimizer=keras.optimizers.Adam(cfg.learning_rate),
+            optimizer=with_loss_scaling(keras.optimizers.Adam(cfg.learning_rate), policy),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
     with tracking.stage_run("train-pixelcnn", params, blocks=("pixelcnn",)) as run:
+        run.set_tags({"oasis.precision": policy})
         train = _dataset(train_codes, cfg.batch_size, shuffle_seed=cfg.seed)
         validation = _dataset(val_codes, cfg.batch_size)
         workdir = training.checkpoint_dir(out)
+        # The resolved policy, not "auto": a loss-scaled optimizer has more state to restore.
+        key_params = training.key_params(cfg) | {"precision": policy}
         history = training.fit_resumable(
             model, train, validation,
             epochs=cfg.epochs, workdir=workdir,
-            key=training.run_key(training.key_params(cfg), _digest(train_codes)),
+            key=training.run_key(key_params, _digest(train_codes)),
             monitor="val_loss", mode="min", run=run,
         )  # fmt: skip
         # Cross-entropy in nats per code -> bits per code, the usual unit for likelihoods.
@@ -63,6 +69,10 @@ def train_pixelcnn(params: Params, codes: str | Path, out: str | Path) -> Path:
             "best_val_bits_per_code": float(best["val_bits_per_code"]),
             "best_train_bits_per_code": float(best["bits_per_code"]),
         }
+        if policy != "float32":  # the saved model computes in float32 wherever it is loaded
+            model = float32_copy(
+                model, lambda dtype: build_model(cfg, grid_shape, num_embeddings, dtype)
+            )
         with atomic_directory(out) as tmp:
             model.save(tmp / PIXELCNN_FILE)
             history.to_csv(tmp / "history.csv", index=False)
@@ -86,9 +96,12 @@ def train_pixelcnn(params: Params, codes: str | Path, out: str | Path) -> Path:
 
 
 def build_model(
-    cfg: PixelCNNConfig, grid_shape: tuple[int, int], num_embeddings: int
+    cfg: PixelCNNConfig,
+    grid_shape: tuple[int, int],
+    num_embeddings: int,
+    policy: Policy = "float32",
 ) -> keras.Model:
-    """The PixelCNN of ``cfg`` over ``grid_shape`` code grids."""
+    """The PixelCNN of ``cfg`` over ``grid_shape`` code grids, computing in ``policy``."""
     from oasis_vqvae.models import build_pixelcnn
 
     return build_pixelcnn(
@@ -101,6 +114,7 @@ def build_model(
         gated=cfg.gated,
         embedding_dim=cfg.embedding_dim,
         position_bias=cfg.position_bias,
+        dtype=policy,
     )
 
 

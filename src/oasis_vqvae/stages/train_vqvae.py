@@ -13,7 +13,7 @@ from oasis_vqvae.config import Params, VQVAEConfig
 from oasis_vqvae.data.shards import load_split, read_manifest
 from oasis_vqvae.distribute import make_strategy
 from oasis_vqvae.errors import ConfigError
-from oasis_vqvae.precision import Policy, resolve_precision
+from oasis_vqvae.precision import Policy, float32_copy, resolve_precision, with_loss_scaling
 from oasis_vqvae.stages.common import VQVAE_FILE, seed_everything, write_metrics
 from oasis_vqvae.storage import atomic_directory
 
@@ -33,6 +33,8 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
     ``reconstructions.png`` (validation slices above their reconstructions) and
     ``metrics.json`` (the best epoch's validation metrics). Resumes an interrupted run.
     """
+    import keras
+
     from oasis_vqvae.models import VQVAETrainer
 
     cfg, data, out = params.vqvae, Path(data), Path(out)
@@ -50,7 +52,8 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
         validation = load_split(data, "validate", batch_size=cfg.batch_size)
         with strategy.scope():
             trainer = VQVAETrainer(model, data_variance=_pixel_variance(train))
-            trainer.compile(optimizer=build_optimizer(cfg.learning_rate, policy))
+            optimizer = with_loss_scaling(keras.optimizers.Adam(cfg.learning_rate), policy)
+            trainer.compile(optimizer=optimizer)
             trainer.build((None, image_size, image_size, 1))
         workdir = training.checkpoint_dir(out)
         # The resolved policy, not "auto": a loss-scaled optimizer has more state to restore.
@@ -67,7 +70,7 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
             for name in ("val_loss", "val_ssim", "val_perplexity", "val_codes_in_use")
         }
         if policy != "float32":  # the saved model computes in float32 wherever it is loaded
-            model = _float32_copy(model, cfg, image_size)
+            model = float32_copy(model, lambda dtype: build_model(cfg, image_size, dtype))
         with atomic_directory(out) as tmp:
             model.save(tmp / VQVAE_FILE)
             history.to_csv(tmp / "history.csv", index=False)
@@ -117,23 +120,6 @@ def build_model(cfg: VQVAEConfig, image_size: int, policy: Policy = "float32") -
         )
     except ValueError as err:
         raise ConfigError(f"vqvae: {err} (dataset slices are {image_size}x{image_size})") from None
-
-
-def build_optimizer(learning_rate: float, policy: Policy) -> keras.optimizers.Optimizer:
-    """Adam; under mixed_float16 wrapped in dynamic loss scaling (float16 underflows)."""
-    import keras
-
-    optimizer = keras.optimizers.Adam(learning_rate)
-    if policy == "mixed_float16":
-        return keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def _float32_copy(model: keras.Model, cfg: VQVAEConfig, image_size: int) -> keras.Model:
-    """``model`` rebuilt in float32 with the same weights (mixed policies keep them in float32)."""
-    copy = build_model(cfg, image_size, "float32")
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def _pixel_variance(train: tf.data.Dataset) -> float:
