@@ -11,3 +11,7 @@ class ConfigError(OasisError):
 
 class DataError(OasisError):
     """An input file or data source is missing, malformed or unsafe."""
+
+
+class TrainingError(OasisError):
+    """Training failed in a way that a change of params (learning rate, seed) fixes."""

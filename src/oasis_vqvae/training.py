@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,11 +59,13 @@ def fit_resumable(
     monitor: str,
     mode: Literal["min", "max"],
     run: StageRun,
+    checks: Sequence[keras.callbacks.Callback] = (),
 ) -> pd.DataFrame:
     """Train ``model`` (compiled) for ``epochs``, resuming from ``workdir`` when possible.
 
     Ends with the best weights (by ``monitor``) loaded and returns the history, one row
-    per epoch, as a DataFrame with an ``epoch`` column.
+    per epoch, as a DataFrame with an ``epoch`` column. ``checks`` are callbacks run after
+    the epoch's checkpoint is written (e.g. one that stops a collapsed run with an error).
     """
     _prepare(workdir, key)
     history_csv = workdir / "history.csv"
@@ -85,6 +88,7 @@ def fit_resumable(
         ),
         run.keras_callback(),
         TqdmCallback(verbose=1, leave=False),
+        *checks,
     ]
     model.fit(
         data_sharded(train),

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from oasis_vqvae.errors import ConfigError
+from oasis_vqvae.errors import ConfigError, TrainingError
+from oasis_vqvae.stages import train_vqvae as train_vqvae_stage
 from oasis_vqvae.stages.evaluate import evaluate
 from oasis_vqvae.stages.extract_codes import extract_codes
 from oasis_vqvae.stages.generate import generate
@@ -183,3 +184,15 @@ def test_unreachable_tracking_server_fails_before_training(
     with pytest.raises(TrackingError, match="unreachable"):
         train_vqvae(params, tiny_dataset, tmp_path / "vqvae")
     assert not checkpoint_dir(tmp_path / "vqvae").exists()
+
+
+def test_collapsed_vqvae_stops_with_advice(tiny_dataset, tmp_path, tiny_params, monkeypatch):
+    # A learning rate far too high saturates the sigmoid output: nothing is learnt after it.
+    # The check waits 500 steps; the tiny dataset has 2 per epoch.
+    monkeypatch.setattr(train_vqvae_stage, "COLLAPSE_CHECK_STEPS", 6)
+    params = tiny_params("vqvae.epochs=5", "vqvae.learning_rate=0.5")
+    with pytest.raises(TrainingError, match=r"after 6 steps \(3 epochs\).* vqvae.learning_rate"):
+        train_vqvae(params, tiny_dataset, tmp_path / "vqvae")
+    assert not (tmp_path / "vqvae").exists()  # no model written
+    history = pd.read_csv(checkpoint_dir(tmp_path / "vqvae") / "history.csv")
+    assert len(history) == 3 and (history["val_reconstruction_loss"] >= 1.0).all()

@@ -12,7 +12,7 @@ from oasis_vqvae import plots, tracking, training
 from oasis_vqvae.config import Params, VQVAEConfig
 from oasis_vqvae.data.shards import load_split, read_manifest
 from oasis_vqvae.distribute import make_strategy
-from oasis_vqvae.errors import ConfigError
+from oasis_vqvae.errors import ConfigError, TrainingError
 from oasis_vqvae.precision import Policy, float32_copy, resolve_precision, with_loss_scaling
 from oasis_vqvae.stages.common import VQVAE_FILE, seed_everything, write_metrics
 from oasis_vqvae.storage import atomic_directory
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # heavy imports, loaded lazily at run time
 log = logging.getLogger(__name__)
 
 GRID_IMAGES = 8
+COLLAPSE_CHECK_STEPS = 500  # optimizer steps before a constant-image VQ-VAE counts as collapsed
 
 
 def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
@@ -63,6 +64,7 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
             epochs=cfg.epochs, workdir=workdir,
             key=training.run_key(key_params, manifest["content_hash"]),
             monitor="val_loss", mode="min", run=run,
+            checks=[collapse_check(cfg.learning_rate, COLLAPSE_CHECK_STEPS)],
         )  # fmt: skip
         best = history.loc[history["val_loss"].idxmin()]
         metrics = {"best_epoch": int(best["epoch"]) + 1} | {
@@ -120,6 +122,33 @@ def build_model(cfg: VQVAEConfig, image_size: int, policy: Policy = "float32") -
         )
     except ValueError as err:
         raise ConfigError(f"vqvae: {err} (dataset slices are {image_size}x{image_size})") from None
+
+
+def collapse_check(learning_rate: float, min_steps: int) -> keras.callbacks.Callback:
+    """A callback that stops training with a TrainingError once the VQ-VAE has collapsed.
+
+    The reconstruction loss is MSE / pixel variance, so 1.0 is what painting every pixel
+    with the mean intensity scores. A VQ-VAE still at or above that after ``min_steps``
+    optimizer steps has collapsed: typically its sigmoid output saturated and no gradient
+    flows any more (seen with lr 0.003 on the demo). A healthy one is far below it within
+    a hundred steps. Checked at the end of each epoch, so a resumed collapsed run stops too.
+    """
+    import keras
+
+    class CollapseCheck(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            loss = (logs or {}).get("val_reconstruction_loss")
+            steps = int(self.model.optimizer.iterations)
+            if steps < min_steps or loss is None or loss < 1.0:  # NaN fails the test too
+                return
+            raise TrainingError(
+                f"train-vqvae: after {steps} steps ({epoch + 1} epochs) the validation "
+                f"reconstruction loss is {loss:.2f}, no better than a constant image (1.0): "
+                f"the model has collapsed. Lower vqvae.learning_rate (e.g. to "
+                f"{learning_rate / 2:g}) or change vqvae.seed, then rerun"
+            )
+
+    return CollapseCheck()
 
 
 def _pixel_variance(train: tf.data.Dataset) -> float:
