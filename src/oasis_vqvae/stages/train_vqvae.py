@@ -138,7 +138,7 @@ def collapse_check(learning_rate: float, min_steps: int) -> keras.callbacks.Call
     class CollapseCheck(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             loss = (logs or {}).get("val_reconstruction_loss")
-            steps = int(self.model.optimizer.iterations)
+            steps = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
             if steps < min_steps or loss is None or loss < 1.0:  # NaN fails the test too
                 return
             raise TrainingError(
