@@ -53,8 +53,16 @@ def with_loss_scaling(optimizer: keras.Optimizer, policy: Policy) -> keras.Optim
     return optimizer
 
 
-def float32_copy(model: keras.Model, build: Callable[[Policy], keras.Model]) -> keras.Model:
-    """``model`` rebuilt by ``build("float32")`` with its weights (float32 under every policy)."""
+def as_float32(
+    model: keras.Model, policy: Policy, build: Callable[[Policy], keras.Model]
+) -> keras.Model:
+    """``model``, trained in ``policy``, as a model that computes in float32 (to save).
+
+    Under float32 that is ``model`` itself; else ``build("float32")`` given its weights,
+    which mixed policies keep in float32.
+    """
+    if policy == "float32":
+        return model
     copy = build("float32")
     copy.set_weights(model.get_weights())
     return copy

@@ -39,13 +39,15 @@ def run_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def key_params(cfg: BaseModel) -> dict[str, Any]:
+def key_params(cfg: BaseModel, policy: str) -> dict[str, Any]:
     """The params of a training block that a checkpoint depends on.
 
     All but ``strategy``: weights and optimizer state do not depend on how the batch was
     spread over devices, so a job rescheduled onto another number of GPUs still resumes.
+    ``precision`` is the resolved ``policy``, not ``auto``: a loss-scaled optimizer has more
+    state to restore.
     """
-    return cfg.model_dump(mode="json", exclude={"strategy"})
+    return cfg.model_dump(mode="json", exclude={"strategy"}) | {"precision": policy}
 
 
 def fit_resumable(

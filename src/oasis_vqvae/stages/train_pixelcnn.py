@@ -13,7 +13,7 @@ import numpy as np
 from oasis_vqvae import plots, tracking, training
 from oasis_vqvae.config import Params, PixelCNNConfig
 from oasis_vqvae.distribute import make_strategy
-from oasis_vqvae.precision import Policy, float32_copy, resolve_precision, with_loss_scaling
+from oasis_vqvae.precision import Policy, as_float32, resolve_precision, with_loss_scaling
 from oasis_vqvae.stages.common import PIXELCNN_FILE, seed_everything, write_metrics
 from oasis_vqvae.stages.extract_codes import load_codes, read_codes_manifest
 from oasis_vqvae.storage import atomic_directory
@@ -52,12 +52,10 @@ def train_pixelcnn(params: Params, codes: str | Path, out: str | Path) -> Path:
         train = _dataset(train_codes, cfg.batch_size, shuffle_seed=cfg.seed)
         validation = _dataset(val_codes, cfg.batch_size)
         workdir = training.checkpoint_dir(out)
-        # The resolved policy, not "auto": a loss-scaled optimizer has more state to restore.
-        key_params = training.key_params(cfg) | {"precision": policy}
         history = training.fit_resumable(
             model, train, validation,
             epochs=cfg.epochs, workdir=workdir,
-            key=training.run_key(key_params, _digest(train_codes)),
+            key=training.run_key(training.key_params(cfg, policy), _digest(train_codes)),
             monitor="val_loss", mode="min", run=run,
         )  # fmt: skip
         # Cross-entropy in nats per code -> bits per code, the usual unit for likelihoods.
@@ -69,10 +67,10 @@ def train_pixelcnn(params: Params, codes: str | Path, out: str | Path) -> Path:
             "best_val_bits_per_code": float(best["val_bits_per_code"]),
             "best_train_bits_per_code": float(best["bits_per_code"]),
         }
-        if policy != "float32":  # the saved model computes in float32 wherever it is loaded
-            model = float32_copy(
-                model, lambda dtype: build_model(cfg, grid_shape, num_embeddings, dtype)
-            )
+        # The saved model computes in float32 wherever it is loaded.
+        model = as_float32(
+            model, policy, lambda dtype: build_model(cfg, grid_shape, num_embeddings, dtype)
+        )
         with atomic_directory(out) as tmp:
             model.save(tmp / PIXELCNN_FILE)
             history.to_csv(tmp / "history.csv", index=False)

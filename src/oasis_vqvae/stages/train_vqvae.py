@@ -13,7 +13,7 @@ from oasis_vqvae.config import Params, VQVAEConfig
 from oasis_vqvae.data.shards import load_split, read_manifest
 from oasis_vqvae.distribute import make_strategy
 from oasis_vqvae.errors import ConfigError, TrainingError
-from oasis_vqvae.precision import Policy, float32_copy, resolve_precision, with_loss_scaling
+from oasis_vqvae.precision import Policy, as_float32, resolve_precision, with_loss_scaling
 from oasis_vqvae.stages.common import VQVAE_FILE, seed_everything, write_metrics
 from oasis_vqvae.storage import atomic_directory
 
@@ -57,12 +57,10 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
             trainer.compile(optimizer=optimizer)
             trainer.build((None, image_size, image_size, 1))
         workdir = training.checkpoint_dir(out)
-        # The resolved policy, not "auto": a loss-scaled optimizer has more state to restore.
-        key_params = training.key_params(cfg) | {"precision": policy}
         history = training.fit_resumable(
             trainer, train, validation,
             epochs=cfg.epochs, workdir=workdir,
-            key=training.run_key(key_params, manifest["content_hash"]),
+            key=training.run_key(training.key_params(cfg, policy), manifest["content_hash"]),
             monitor="val_loss", mode="min", run=run,
             checks=[collapse_check(cfg.learning_rate, COLLAPSE_CHECK_STEPS)],
         )  # fmt: skip
@@ -71,8 +69,8 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
             f"best_{name}": float(best[name])
             for name in ("val_loss", "val_ssim", "val_perplexity", "val_codes_in_use")
         }
-        if policy != "float32":  # the saved model computes in float32 wherever it is loaded
-            model = float32_copy(model, lambda dtype: build_model(cfg, image_size, dtype))
+        # The saved model computes in float32 wherever it is loaded.
+        model = as_float32(model, policy, lambda dtype: build_model(cfg, image_size, dtype))
         with atomic_directory(out) as tmp:
             model.save(tmp / VQVAE_FILE)
             history.to_csv(tmp / "history.csv", index=False)
