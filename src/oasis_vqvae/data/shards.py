@@ -358,6 +358,29 @@ def load_images(dataset_dir: str | Path, split: str) -> np.ndarray:
     return np.concatenate(arrays)
 
 
+def load_ids(dataset_dir: str | Path, split: str) -> tuple[list[str], np.ndarray]:
+    """Subject ids and slice indices ``(N,)`` int64 of one split, in manifest order.
+
+    Reads only the two small features of each record (no image is decoded).
+    """
+    import numpy as np
+
+    tf = _tf()
+    manifest = read_manifest(dataset_dir)
+
+    def ids(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        example = _parse(serialized)
+        return example["subject"], example["slice"]
+
+    records = _records(dataset_dir, manifest, split, shuffle=False, seed=0)
+    subjects: list[str] = []
+    slices: list[np.ndarray] = []
+    for subject, index in records.map(ids).batch(4096).as_numpy_iterator():
+        subjects.extend(name.decode("utf-8") for name in subject)
+        slices.append(index)
+    return subjects, (np.concatenate(slices) if slices else np.zeros(0, np.int64))
+
+
 def _records(
     dataset_dir: str | Path, manifest: dict[str, Any], split: str, *, shuffle: bool, seed: int
 ) -> tf.data.Dataset:
