@@ -16,8 +16,10 @@ source knows (``subject_metadata`` holds each subject's values, keyed by the sam
 ``counts`` (written by ingest) gives per split the number of subjects with each value
 (categorical) or with a known value (continuous).
 
-The slice level of a record is its rank among its subject's slices (by slice index) divided
-by ``n - 1``: 0 at the lowest slice kept, 1 at the highest, 0.5 for a subject with one slice.
+A dataset may store each record's level (feature ``slice_level``, e.g. the samples generate
+writes, each its own one-slice "subject"). Otherwise the slice level of a record is its rank
+among its subject's slices (by slice index) divided by ``n - 1``: 0 at the lowest slice
+kept, 1 at the highest, 0.5 for a subject with one slice.
 For the synthetic source and OASIS-1 with a full ``slice_range`` this is the position in the
 stack; for OASIS PNG slices, the ``slice_M`` index within the case.
 """
@@ -75,8 +77,10 @@ def slice_levels(subjects: Sequence[str], slices: Sequence[int]) -> np.ndarray:
 
 
 def condition_specs(manifest: dict[str, Any]) -> dict[str, ConditionSpec]:
-    """The conditions a dataset describes, ``slice_level`` first (datasets ingested before
-    conditions existed have only it)."""
+    """The conditions a dataset describes, ``slice_level`` first.
+
+    Datasets ingested before conditions existed describe none: they get ``slice_level`` only.
+    """
     specs = dict(manifest.get("conditions") or {})
     specs.setdefault(SLICE_LEVEL, SLICE_LEVEL_SPEC)
     return {SLICE_LEVEL: specs.pop(SLICE_LEVEL), **specs}
@@ -100,9 +104,9 @@ def load_conditions(dataset_dir: str | Path, split: str) -> pd.DataFrame:
     from oasis_vqvae.data.shards import load_ids, read_manifest
 
     manifest = read_manifest(dataset_dir)
-    subjects, slices = load_ids(dataset_dir, split)
+    subjects, slices, levels = load_ids(dataset_dir, split)
     frame = pd.DataFrame({"subject": subjects, "slice": slices})
-    frame[SLICE_LEVEL] = slice_levels(subjects, slices)
+    frame[SLICE_LEVEL] = slice_levels(subjects, slices) if levels is None else levels
     metadata = manifest.get("subject_metadata", {})
     for name in condition_specs(manifest):
         if name != SLICE_LEVEL:
