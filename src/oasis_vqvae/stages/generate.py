@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 SAMPLE_GLOB = "sample_*.png"
 LABELS_FILE = "labels.csv"
 DATASET_DIR = "dataset"
+SAMPLES_PER_SHARD = 4096
 DEFAULT_SLICE_LEVEL = 0.5
 """Stored slice level of samples from a prior not conditioned on slice_level."""
 
@@ -93,7 +94,7 @@ def generate(params: Params, vqvae: str | Path, pixelcnn: str | Path, out: str |
                     "kind": "generated", "vqvae": str(vqvae), "pixelcnn": str(pixelcnn),
                     "seed": cfg.seed, "temperature": cfg.temperature, "guidance": cfg.guidance,
                 },
-                images_per_shard=params.data.images_per_shard,
+                images_per_shard=SAMPLES_PER_SHARD,
             )  # fmt: skip
         run.log_artifacts(out / "grid.png", out / LABELS_FILE)
     log.info("generate: %d samples -> %s", cfg.count, out)
