@@ -14,10 +14,9 @@ the demo's kind of conditions (slice level, continuous with Fourier features, an
 4-value categorical CDR; `CONDITION_SPECS`), whose condition terms the fast sampler computes
 once per batch. It prints seconds per sample, samples/s and the speed-up, and the fast
 sampler's achieved GFLOP/s on the FLOPs it must do (each layer once per code: its
-floor), next to this
-machine's dense float32 matmul rate, i.e. how far it is from that floor. The full run
-also measures the peak memory of the fast sampler on 64 samples at 64x64 codes in a
-fresh process. The last two lines are ``speedup_64x64_conditional: <ratio>`` and
+floor), next to this machine's dense float32 matmul rate, i.e. how far it is from that
+floor. The full run also measures the peak memory of the fast sampler on 64 samples at
+64x64 codes in a fresh process. The last two lines are ``speedup_64x64_conditional: <ratio>`` and
 ``speedup_64x64: <ratio>`` (unconditional, as before conditions existed).
 
     python benchmarks/sampling.py [--quick] [--grids 32 64] [--batch 16] [--repeats 3]
