@@ -177,7 +177,9 @@ class ConditionEncoder(layers.Layer):
         dim: Width of ``h``.
         dropout: Training only: the probability that a sample's conditions are all
             replaced by the learned null (classifier-free guidance's training).
-        seed: Seed of the dropout draws.
+        seed: Seed of the dropout draws. Draw ``n`` (the ``n``-th training call) uses the
+            stateless seed ``(seed, n)``, ``n`` kept in the weight ``dropout_step``, so a run
+            resumed from saved weights draws as an uninterrupted one.
     """
 
     def __init__(
@@ -196,7 +198,6 @@ class ConditionEncoder(layers.Layer):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.encodings = [dict(e) for e in encodings]
         self.dim, self.dropout, self.seed = int(dim), float(dropout), seed
-        self.seed_generator = keras.random.SeedGenerator(seed, name="dropout_seed")
         self.parts = []
         for e in self.encodings:
             name = f"{e['name']}_{e['encoding']}"
@@ -225,6 +226,10 @@ class ConditionEncoder(layers.Layer):
                 part.build((batch, width))
         self.bias = self.add_weight(shape=(self.dim,), initializer="zeros", name="bias")
         self.null = self.add_weight(shape=(self.dim,), initializer="random_normal", name="null")
+        self.dropout_step = self.add_weight(
+            shape=(), dtype="int64", initializer="zeros", trainable=False, name="dropout_step",
+            aggregation="only_first_replica",
+        )  # fmt: skip
         self.mix.build((batch, self.dim))
 
     def _features(self, e: dict[str, Any], column: Any) -> Any:
@@ -254,10 +259,19 @@ class ConditionEncoder(layers.Layer):
                 total = total + part(self._features(e, column))
         null = ops.any(missing, axis=-1)
         if training and self.dropout > 0:
-            draw = keras.random.uniform(ops.shape(null), seed=self.seed_generator, dtype="float32")
-            null = ops.logical_or(null, draw < self.dropout)
+            null = ops.logical_or(null, self._dropped(ops.shape(null)))
         total = ops.where(null[:, None], self.null[None, :], total)
         return self.mix(total)
+
+    def _dropped(self, shape: Any) -> Any:
+        """Which samples of this training batch get the null (bool ``(B,)``)."""
+        import tensorflow as tf
+
+        step = tf.identity(self.dropout_step.value)
+        seed = tf.stack([tf.constant(self.seed or 0, tf.int64), step])
+        draw = tf.random.stateless_uniform(shape, seed=seed, alg="philox")
+        self.dropout_step.assign_add(tf.constant(1, tf.int64))
+        return draw < self.dropout
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         """``(B, C)`` -> ``(B, dim)``."""
