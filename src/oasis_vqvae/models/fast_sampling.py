@@ -671,9 +671,10 @@ class FastSampler:
             logits, state = plan.position(state, padded, row, col, terms)
             if guided:
                 logits = guided_logits(logits, guidance)
-            given = padded[:samples, row + pad, col + pad]
+            given = padded[:, row + pad, col + pad][:samples]
             drawn = draw_codes(logits, temperature, uniforms[:, row * width + col])
-            code = tf.where(row >= start_row, drawn, given)
+            # A static (samples,) shape: slicing [:1] of a size-1 batch leaves it unknown.
+            code = tf.reshape(tf.where(row >= start_row, drawn, given), (samples,))
             if guided:
                 code = tf.concat([code, code], axis=0)
             padded = _update(padded, code[:, None], row + pad, col + pad)
