@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from PIL import Image
 
 from oasis_vqvae.data.synthetic import (
     SPLIT_DIRS,
+    SubjectAnatomy,
     generate_subject_slices,
     render_slice,
     sample_subject,
@@ -149,8 +151,15 @@ def test_ventricles_vary_between_subjects_and_levels() -> None:
     assert dark.max() > 1.6 * dark.min()
     assert dark[np.argmax(scale)] > dark[np.argmin(scale)]
     assert np.corrcoef(scale, dark)[0, 1] > 0.7
-    # no ventricles near the top of the brain
-    assert dark_centre(1, 0.9) < 0.25 * dark_centre(1, 0.5)
+    # no ventricles near the top of the brain: larger ones darken the middle level only
+    anatomy = sample_subject(0, 1)
+    wider = dataclasses.replace(anatomy, ventricle_scale=2 * anatomy.ventricle_scale)
+
+    def dark(subject: SubjectAnatomy, level: float) -> int:
+        return int((render_slice(subject, level, 128, np.random.default_rng(0))[centre] < 70).sum())
+
+    assert dark(wider, 0.5) > 1.3 * dark(anatomy, 0.5)
+    assert dark(wider, 0.9) == dark(anatomy, 0.9)
 
 
 def test_write_synthetic_oasis_layout(tmp_path: Path) -> None:
