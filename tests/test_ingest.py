@@ -225,7 +225,9 @@ def test_synthetic_labels_go_through_the_labels_reader(tmp_path: Path) -> None:
         assert cdr["0.0"] > 0 and sum(cdr.values()) > cdr["0.0"]  # both classes in every split
     # A labels CSV of the user's wins over the generator's.
     labels = tmp_path / "labels.csv"
-    labels.write_text("case,age,group\n" + "".join(f"{c},{20 + c},g{c % 2}\n" for c in range(1, 13)))
+    labels.write_text(
+        "case,age,group\n" + "".join(f"{c},{20 + c},g{c % 2}\n" for c in range(1, 13))
+    )
     mine = make_config(image_size=16, synthetic=synthetic, seed=3, labels=str(labels))
     manifest = read_manifest(ingest(mine, tmp_path / "mine"))
     assert manifest["subject_metadata"]["OAS-case-007"] == {"age": 27.0, "group": "g1"}
@@ -275,7 +277,17 @@ def test_oasis1_tarball_and_extracted_disc(
     assert manifest["source"]["missing_cdr_under_60"] == 0.0
     conditions = manifest["conditions"]
     assert list(conditions) == [
-        "slice_level", "sex", "hand", "age", "educ", "ses", "mmse", "cdr", "etiv", "nwbv", "asf",
+        "slice_level",
+        "sex",
+        "hand",
+        "age",
+        "educ",
+        "ses",
+        "mmse",
+        "cdr",
+        "etiv",
+        "nwbv",
+        "asf",
     ]  # fmt: skip  (delay: null for every subject, so no condition)
     assert conditions["cdr"]["values"] == [0.0, 0.5]
     assert conditions["age"] == {

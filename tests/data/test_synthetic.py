@@ -15,8 +15,8 @@ from oasis_vqvae.data.labels import read_case_labels
 from oasis_vqvae.data.synthetic import (
     LABELS_FILE,
     SPLIT_DIRS,
-    SubjectLabels,
     SubjectAnatomy,
+    SubjectLabels,
     generate_subject_slices,
     render_slice,
     sample_labels,
@@ -253,7 +253,7 @@ def test_labels_have_oasis1_frequencies() -> None:
     age = np.array([label.age for label in labels])
     cdr = np.array([label.cdr for label in labels])
     female = np.mean([label.sex == "F" for label in labels])
-    assert 18 <= age.min() and age.max() <= 96
+    assert age.min() >= 18 and age.max() <= 96
     assert abs(female - 0.62) < 0.03
     assert abs((cdr > 0).mean() - 100 / 416) < 0.03
     graded = cdr[cdr > 0]
