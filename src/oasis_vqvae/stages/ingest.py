@@ -5,12 +5,14 @@ of the preprocessed OASIS PNG slices, raw OASIS-1 discs (folder or tarball), or 
 at a gs:// URI. The steps:
 
 1. cheap checks before any long work: the source exists, its layout, the split folders,
-   every zip member name, the demographics CSV;
+   every zip member name, the demographics CSV, the labels CSV (``data.labels``; the
+   synthetic source writes its own, read the same way) and that it labels every case;
 2. into a temporary sibling of ``out`` (renamed into place only when complete): generate the
    synthetic slices or extract the needed tarball members, then decode, check and resize
    in a pool of worker processes, in order;
 3. in this process, write the TFRecord shards and ``manifest.json``
-   (see :mod:`oasis_vqvae.data.shards`).
+   (see :mod:`oasis_vqvae.data.shards`), with each subject's attributes and the
+   ``conditions`` they make (see :mod:`oasis_vqvae.data.labels`).
 """
 
 from __future__ import annotations
