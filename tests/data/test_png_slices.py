@@ -9,14 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import (
-    MASK_LABELS,
-    mask_pixels,
-    save_png,
-    slice_pixels,
-    write_png_slices,
-    zip_tree,
-)
+from tests.conftest import MASK_LABELS, mask_pixels, save_png, slice_pixels, write_png_slices, zip_tree
 from PIL import Image
 
 from oasis_vqvae.data import png_slices
