@@ -149,7 +149,7 @@ class PixelCNNConfig(Block):
     """0: one-hot codes into the first layer (the Keras example); > 0: a learned embedding."""
     position_bias: bool = False
     """Learn a bias per grid position after the first layer (the model knows where it is)."""
-    conditions: tuple[Annotated[str, Field(min_length=1)], ...] = ("slice_level",)
+    conditions: tuple[Annotated[str, Field(min_length=1)], ...] = ("slice_level", "cdr")
     """Conditions (names of codes.json ``conditions``) the prior is conditioned on, in
     order; () trains an unconditional prior. Training rows missing a value are skipped."""
     condition_dim: PosInt = 32
