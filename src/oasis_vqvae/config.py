@@ -154,7 +154,7 @@ class PixelCNNConfig(Block):
     order; () trains an unconditional prior. Training rows missing a value are skipped."""
     condition_dim: PosInt = 32
     """Width of the condition embedding added to every gated layer's gates."""
-    continuous_encoding: Literal["linear", "fourier"] = "fourier"
+    continuous_encoding: Literal["linear", "fourier"] = "linear"
     """How a continuous condition is embedded: linear (value times a vector) or fourier
     (the value and sin/cos of it at 6 frequencies, through a dense layer)."""
     condition_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
