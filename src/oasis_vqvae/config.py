@@ -362,7 +362,7 @@ def flatten(params: BaseModel, prefix: str = "") -> dict[str, Any]:
 
 
 def _flatten_into(flat: dict[str, Any], key: str, value: Any) -> None:
-    if isinstance(value, dict) and value:  # an empty mapping (generate.conditions {}) is kept
+    if isinstance(value, dict):
         for name, child in value.items():
             _flatten_into(flat, f"{key}.{name}", child)
     else:
