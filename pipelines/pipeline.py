@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from kfp import dsl, kubernetes
-from kfp.dsl import HTML, Artifact, Metrics
+from kfp.dsl import HTML, Artifact, Dataset, Metrics
 
 import components
 
@@ -87,11 +87,13 @@ class PipelineOptions:
 
 
 class Outputs(NamedTuple):
-    """What a pipeline run returns: the evaluate task's outputs."""
+    """What a pipeline run returns: the evaluate task's outputs and the labelled samples."""
 
     metrics: Metrics
     report: HTML
     evaluation: Artifact
+    labels: Artifact
+    synthetic: Dataset
 
 
 def build_pipeline(options: PipelineOptions | None = None) -> Any:
@@ -117,7 +119,7 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
             dataset=ingest.output,
             vqvae=vqvae.output,
             pixelcnn=pixelcnn.output,
-            samples=samples.output,
+            samples=samples.outputs["samples"],
             **common,
         )
         tasks = {
@@ -130,6 +132,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
             metrics=evaluate.outputs["metrics"],
             report=evaluate.outputs["report"],
             evaluation=evaluate.outputs["evaluation"],
+            labels=samples.outputs["labels"],
+            synthetic=samples.outputs["synthetic"],
         )
 
     return oasis_vqvae

@@ -63,9 +63,11 @@ STAGES: dict[str, tuple[str, str, dict[str, str], str]] = {
     "generate": (
         "sample new slices from the PixelCNN and decode them",
         "Sample generate.count code grids from the PixelCNN at generate.temperature with "
-        "generate.seed, decode them with the VQ-VAE and write PNGs plus a grid image.",
+        "generate.seed (a conditional PixelCNN asked for generate.conditions: data, values, "
+        "balanced grids), decode them with the VQ-VAE and write PNGs, a grid image, the "
+        "requested conditions (labels.csv) and the samples as a dataset (dataset/).",
         {"--vqvae": "VQ-VAE model directory", "--pixelcnn": "PixelCNN model directory"},
-        "samples directory to write (sample_NNNN.png, grid.png, codes.npy)",
+        "samples directory to write (sample_NNNN.png, grid.png, codes.npy, labels.csv, dataset/)",
     ),
     "evaluate": (
         "measure reconstructions (SSIM, PSNR, MSE) and samples",

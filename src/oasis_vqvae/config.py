@@ -149,6 +149,17 @@ class PixelCNNConfig(Block):
     """0: one-hot codes into the first layer (the Keras example); > 0: a learned embedding."""
     position_bias: bool = False
     """Learn a bias per grid position after the first layer (the model knows where it is)."""
+    conditions: tuple[Annotated[str, Field(min_length=1)], ...] = ("slice_level", "cdr")
+    """Conditions (names of codes.json ``conditions``) the prior is conditioned on, in
+    order; () trains an unconditional prior. Training rows missing a value are skipped."""
+    condition_dim: PosInt = 32
+    """Width of the condition embedding added to every gated layer's gates."""
+    continuous_encoding: Literal["linear", "fourier"] = "linear"
+    """How a continuous condition is embedded: linear (value times a vector) or fourier
+    (the value and sin/cos of it at 6 frequencies, through a dense layer)."""
+    condition_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    """Share of training samples whose conditions are replaced by a learned null, so the
+    model also samples unconditionally (needed for generate.guidance)."""
     epochs: PosInt = 20
     batch_size: PosInt = 32
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
@@ -165,6 +176,30 @@ class PixelCNNConfig(Block):
             raise ValueError(f"must be odd, got {value}")
         return value
 
+    @field_validator("conditions")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{repeated[0]!r} is listed twice")
+        return value
+
+
+def _condition_request(name: str, request: Any) -> Any:
+    """Check one entry of ``generate.conditions`` (see `GenerateConfig.conditions`)."""
+
+    def scalar(value: Any) -> bool:
+        return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+    if scalar(request) or (
+        isinstance(request, list) and request and all(scalar(v) for v in request)
+    ):
+        return request
+    raise ValueError(
+        f"{name}: expected a value, a non-empty list of values, 'uniform' or 'data', "
+        f"got {request!r}"
+    )
+
 
 class GenerateConfig(Block):
     """Sampling new slices from the PixelCNN prior."""
@@ -176,6 +211,25 @@ class GenerateConfig(Block):
     sampler: Literal["fast", "naive"] = "fast"
     """fast: each layer computed at the current position only; naive: a full pass per code.
     Both give the same codes; naive is kept for checking."""
+    conditions: str | dict[str, Any] = {}
+    """What a conditional prior is asked for. ``data`` or ``{}``: every condition drawn
+    (seeded) from the training rows, jointly. A mapping name -> a value, a list of values,
+    ``uniform`` (continuous: evenly spaced over the range the model saw; categorical: all
+    its values) or ``data``: the listed values of all names form a balanced grid (their
+    product), cycled over the samples; unlisted names and ``data`` ones are drawn from the
+    training rows that match the sample's categorical values."""
+    guidance: Annotated[float, Field(ge=0.0)] = 0.0
+    """Classifier-free guidance weight w: logits (1 + w) conditional - w unconditional;
+    0 samples the plain conditional model (needs pixelcnn.condition_dropout > 0 if > 0)."""
+
+    @field_validator("conditions")
+    @classmethod
+    def _requests(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(value, str):
+            if value != "data":
+                raise ValueError(f"expected 'data' or a mapping of condition names, got {value!r}")
+            return value
+        return {name: _condition_request(name, request) for name, request in value.items()}
 
 
 class TwoSampleTestConfig(Block):
