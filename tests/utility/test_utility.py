@@ -262,3 +262,29 @@ def test_stage_lists_agree_and_dvc_declares_the_stage():
     assert stage["metrics"] == ["outputs/utility/metrics.json"]
     plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
     assert "outputs/utility/utility_curve.png" in plots
+
+
+def test_subject_subsets_keep_a_share_of_each_class_per_seed(utility_params):
+    from oasis_vqvae.stages.utility import Slices, Task, subject_subsets
+
+    subjects = np.repeat([f"s{i:02d}" for i in range(10)], 3)  # 4 of class 1, 6 of class 0
+    labels = np.repeat([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], 3)
+    train = Slices(np.zeros((30, 4, 4), np.uint8), labels, subjects)
+    task = Task("cdr", 0.0, (), ("cdr <= 0", "cdr > 0"))
+    cfg = utility_params("utility.real_fractions=[0.5, 1.0]").utility
+    subsets = subject_subsets(cfg, task, train)
+    for seed in cfg.seeds:
+        half = subsets[0.5, seed]
+        assert len(half) == 5 and sum(s < "s04" for s in half) == 2  # 2 of 4, 3 of 6
+        assert list(subsets[1.0, seed]) == sorted(set(subjects))
+    assert len({tuple(subsets[0.5, seed]) for seed in cfg.seeds}) > 1
+
+
+def test_pool_averages_blocks_and_names_the_key_on_a_misfit():
+    from oasis_vqvae.stages.utility import pool
+
+    images = np.arange(16, dtype=np.uint8).reshape(1, 4, 4)
+    np.testing.assert_array_equal(pool(images, 2)[0], [[2, 4], [10, 12]])  # rint, half to even
+    assert pool(images, 0) is images
+    with pytest.raises(ConfigError, match="utility.image_size: 8 must divide"):
+        pool(images, 8)

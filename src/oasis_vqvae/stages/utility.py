@@ -416,7 +416,10 @@ def summarise(
     for level in ("auc", "subject_auc"):
         real, tstr = full["real"][level], full["tstr"][level]
         suffix = "" if level == "auc" else "_subject"
-        ratio = Bootstrapped(tstr.value / real.value, tstr.replicates / real.replicates, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):  # AUC 0: inf, left out
+            replicates = tstr.replicates / real.replicates
+        point = tstr.value / real.value if real.value else float("nan")
+        ratio = Bootstrapped(point, replicates, 0.0)
         values |= ratio.named(f"tstr_over_real{suffix}")
     rows = []
     for fraction in cfg.real_fractions:
