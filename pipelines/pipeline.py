@@ -4,9 +4,10 @@ Steps: ingest -> train-vqvae -> extract-codes -> train-pixelcnn -> generate -> e
 evaluate also reading the dataset, the VQ-VAE and the PixelCNN; utility after generate,
 beside evaluate, also reading the dataset, the codes and the PixelCNN (its leakage guards).
 Every task gets CPU and memory requests and limits, retries with exponential backoff,
-caching (unless turned off), a display name, the MLflow settings as environment variables and
-credentials from Kubernetes secrets. The tasks of one run find their MLflow parent run from their output URIs (see
-``oasis_vqvae.kubeflow.run_stage``), which keeps KFP caching working.
+caching (unless turned off), a display name, the MLflow settings as environment variables
+and credentials from Kubernetes secrets. The tasks of one run find their MLflow parent run
+from their output URIs (see ``oasis_vqvae.kubeflow.run_stage``), which keeps KFP caching
+working.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline signature's real types.
