@@ -522,7 +522,10 @@ def check_training_subjects(table: Path, splits: dict[str, set[str]], data: Path
 
     if not table.exists():
         raise DataError(f"{table}: missing; rerun the stage that writes it (interface item 2/3)")
-    subjects = pd.read_csv(table, usecols=["subject"], dtype={"subject": str})["subject"]
+    try:
+        subjects = pd.read_csv(table, usecols=["subject"], dtype={"subject": str})["subject"]
+    except ValueError:  # pandas: usecols names a missing column
+        raise DataError(f"{table}: no 'subject' column; rerun the stage that writes it") from None
     for row, subject in enumerate(subjects, start=2):  # row 1 is the header
         if subject not in splits["train"]:
             where = next((s for s in SPLITS if subject in splits[s]), None)
