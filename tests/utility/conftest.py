@@ -100,9 +100,9 @@ def write_real(directory: Path, counts: dict[str, int], slices: int, size: int) 
                 meta[subject] = metadata(number, cdr_of(number))
                 for i, image in enumerate(labelled_slices(1, number, cdr_of(number), slices, size)):
                     w.add(record(split, subject, i, image))
-        manifest = w.finish(source={"kind": "fabricated"}, skipped=[], subject_metadata=meta)
-    manifest["conditions"] = CONDITIONS
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        w.finish(
+            source={"kind": "fabricated"}, skipped=[], subject_metadata=meta, conditions=CONDITIONS
+        )
     return splits
 
 
