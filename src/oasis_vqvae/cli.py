@@ -21,6 +21,7 @@ log = logging.getLogger("oasis_vqvae")
 EPILOG = """\
 Stages run in this order (dvc repro runs them all):
   ingest -> train-vqvae -> extract-codes -> train-pixelcnn -> generate -> evaluate
+                                                                     \\-> utility
 Examples:
   oasis-vqvae ingest --params params.yaml --out data/dataset
   oasis-vqvae ingest --out data/dataset --set data.source=/data/keras_png_slices_data.zip
@@ -81,6 +82,22 @@ STAGES: dict[str, tuple[str, str, dict[str, str], str]] = {
             "--samples": "samples directory written by generate",
         },
         "evaluation directory to write (metrics.json, figures, report.html)",
+    ),
+    "utility": (
+        "does synthetic data help a classifier? real, TSTR, real + synthetic, augmentation",
+        "Train one small CNN to classify utility.target (e.g. CDR > 0) on real training slices, "
+        "on synthetic slices only (TSTR), on real + synthetic, and on real with classic "
+        "augmentation, each over utility.seeds, also with fewer real subjects "
+        "(utility.real_fractions); score it on the real test split (AUC, balanced accuracy, "
+        "bootstrap intervals over subjects). First checks that no test subject reached the "
+        "VQ-VAE or the PixelCNN.",
+        {
+            "--data": "dataset directory written by ingest (the real slices)",
+            "--codes": "codes directory written by extract-codes (leakage guards)",
+            "--pixelcnn": "PixelCNN model directory (its train_conditions.csv: leakage guards)",
+            "--samples": "samples directory written by generate (its labelled dataset/)",
+        },
+        "utility directory to write (metrics.json, curve.csv, utility_curve.png, report.html)",
     ),
 }
 

@@ -259,6 +259,69 @@ class EvaluateConfig(Block):
     c2st: TwoSampleTestConfig = TwoSampleTestConfig()
 
 
+class AugmentConfig(Block):
+    """Classic augmentation of the utility stage's real + augmentation arm, drawn per image."""
+
+    flip: bool = True
+    """Mirror left-right with probability 1/2."""
+    rotation: Annotated[float, Field(ge=0.0, le=45.0)] = 10.0
+    """Largest rotation, degrees."""
+    shift: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.05
+    """Largest shift, share of the image side."""
+    scale: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.05
+    """Largest relative zoom in or out."""
+    intensity: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1
+    """Largest contrast change (x * (1 + c)) and twice the largest brightness offset."""
+
+
+class UtilityConfig(Block):
+    """Downstream utility: does synthetic data help a classifier of a subject label."""
+
+    target: Annotated[str, Field(min_length=1)] = "cdr"
+    """A condition of the dataset's manifest (and of the labelled samples) to classify."""
+    threshold: float | None = 0.0
+    """Binary task: class 1 is target > threshold (cdr > 0: any dementia); null: one class
+    per value of a categorical target (multi-class when it has more than two values)."""
+    real_fractions: Annotated[
+        tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...], Field(min_length=1)
+    ] = (0.25, 0.5, 1.0)
+    """Shares of the training SUBJECTS kept for the low-data curve (seeded, per class)."""
+    synthetic_ratio: Annotated[float, Field(gt=0.0)] = 1.0
+    """Synthetic slices added per real training slice in the real + synthetic arm."""
+    seeds: Annotated[tuple[int, ...], Field(min_length=3)] = (0, 1, 2)
+    """Each arm is trained once per seed (weights, batches and subject subsets)."""
+    steps: PosInt = 200
+    """Training batches of every classifier, in every arm."""
+    batch_size: PosInt = 32
+    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
+    filters: Annotated[tuple[PosInt, ...], Field(min_length=1)] = (16, 32, 32)
+    """Stride-2 3x3 convolutions of the classifier."""
+    image_size: NonNegInt = 32
+    """Side the slices are average-pooled to for the classifier; 0: as stored."""
+    bootstrap: Annotated[int, Field(ge=100)] = 1000
+    """Bootstrap replicates (test subjects drawn with replacement) of every interval."""
+    augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("real_fractions")
+    @classmethod
+    def _increasing_to_one(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b <= a for a, b in zip(value, value[1:], strict=False)) or value[-1] != 1.0:
+            raise ValueError(f"must increase and end with 1.0 (every arm's full set), got {value}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"must be distinct, got {list(value)}")
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _zero_or_power_of_two(cls, value: int) -> int:
+        return _power_of_two(value) if value else value
+
+
 class TrackingConfig(Block):
     """MLflow tracking. MLFLOW_TRACKING_URI, when set, wins over tracking_uri."""
 
@@ -275,6 +338,7 @@ class Params(Block):
     pixelcnn: PixelCNNConfig = PixelCNNConfig()
     generate: GenerateConfig = GenerateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    utility: UtilityConfig = UtilityConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
