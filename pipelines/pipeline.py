@@ -130,7 +130,7 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
             dataset=ingest.output,
             codes=codes.output,
             pixelcnn=pixelcnn.output,
-            samples=samples.output,
+            samples=samples.outputs["samples"],
             **common,
         )
         tasks = {
