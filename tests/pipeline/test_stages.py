@@ -78,6 +78,10 @@ def test_extract_codes_covers_every_split(run_dir, tiny_dataset):
         assert codes.dtype == np.uint8
         assert codes.shape == (manifest["counts"][split], 8, 8)
         assert codes.max() < 16
+        conditions = pd.read_csv(run_dir / "codes" / f"{split}_conditions.csv")
+        assert len(conditions) == len(codes)
+        assert conditions["slice_level"].between(0, 1).all()
+    assert codes_json["conditions"]["slice_level"]["kind"] == "continuous"
     assert (run_dir / "codes" / "usage.png").exists()
 
 

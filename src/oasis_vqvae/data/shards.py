@@ -12,7 +12,10 @@ Every record is a ``tf.train.Example`` with the features
 * ``image``: PNG bytes of one slice, 8-bit grayscale, H x W (the manifest's ``image_shape``);
 * ``subject``: subject id as UTF-8 bytes (``OAS-case-001``, ``OAS1_0001``);
 * ``slice``: int64 slice index within the subject;
-* ``segmentation``: PNG bytes of the slice's mask, H x W (only when ingested with masks).
+* ``segmentation``: PNG bytes of the slice's mask, H x W (only when ingested with masks);
+* ``slice_level``: float, the slice's position in its subject's stack in [0, 1] (only in
+  datasets written with explicit levels, e.g. generated samples; otherwise
+  `oasis_vqvae.data.conditions` derives it from the slice's rank).
 
 Records are ordered by split, subject and slice, so the same input gives byte-identical shards.
 
@@ -67,6 +70,8 @@ class Record(NamedTuple):
     """Largest pixel value of the stored image."""
     segmentation: bytes | None = None
     """PNG bytes of the mask, same size as the image; None unless masks are ingested."""
+    slice_level: float | None = None
+    """Position in the subject's stack, [0, 1]; None unless the dataset stores levels."""
 
 
 class BadFile(NamedTuple):
@@ -127,12 +132,19 @@ class DatasetWriter:
     """
 
     def __init__(
-        self, directory: Path, *, image_size: int, images_per_shard: int, segmentation: bool
+        self,
+        directory: Path,
+        *,
+        image_size: int,
+        images_per_shard: int,
+        segmentation: bool,
+        slice_levels: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.image_size = image_size
         self.images_per_shard = images_per_shard
         self.segmentation = segmentation
+        self.slice_levels = slice_levels
         self._splits = {split: _SplitState() for split in SPLITS}
         self._split_index = 0
         self._in_shard = 0
@@ -157,12 +169,16 @@ class DatasetWriter:
             )
         if self.segmentation and record.segmentation is None:
             raise ValueError(f"record {record.subject}/{record.slice} lacks its segmentation")
+        if self.slice_levels and record.slice_level is None:
+            raise ValueError(f"record {record.subject}/{record.slice} lacks its slice level")
         state = self._splits[record.split]
         full = self._in_shard == self.images_per_shard
         if index != self._split_index or self._writer is None or full:
             self._split_index = index
             self._open_shard(record.split, state)
-        self._writer.write(encode_example(record, segmentation=self.segmentation))
+        self._writer.write(
+            encode_example(record, segmentation=self.segmentation, slice_level=self.slice_levels)
+        )
         self._in_shard += 1
         state.count += 1
         if not state.subjects or state.subjects[-1] != record.subject:
@@ -208,7 +224,7 @@ class DatasetWriter:
                 if subject in metadata
             },
             "skipped": {"count": len(skipped), "files": [bad._asdict() for bad in skipped]},
-            "features": _feature_doc(self.segmentation),
+            "features": _feature_doc(self.segmentation, self.slice_levels),
             "content_hash": digest,
         }
         text = json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
@@ -237,7 +253,7 @@ class DatasetWriter:
         return final
 
 
-def encode_example(record: Record, *, segmentation: bool) -> bytes:
+def encode_example(record: Record, *, segmentation: bool, slice_level: bool = False) -> bytes:
     """Serialize one record as a ``tf.train.Example`` (deterministic byte order)."""
     example = _example_class()()  # tf.train.Example, without TensorFlow's per-call overhead
     feature = example.features.feature
@@ -246,6 +262,8 @@ def encode_example(record: Record, *, segmentation: bool) -> bytes:
     feature["slice"].int64_list.value.append(record.slice)
     if segmentation:
         feature["segmentation"].bytes_list.value.append(record.segmentation)
+    if slice_level:
+        feature["slice_level"].float_list.value.append(record.slice_level)
     return example.SerializeToString(deterministic=True)  # map order fixed: same bytes each run
 
 
@@ -265,10 +283,12 @@ def content_hash(dataset_dir: str | Path, shards: dict[str, list[str]]) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def _feature_doc(segmentation: bool) -> dict[str, str]:
+def _feature_doc(segmentation: bool, slice_level: bool = False) -> dict[str, str]:
     features = {"image": "png", "subject": "bytes", "slice": "int64"}
     if segmentation:
         features["segmentation"] = "png"
+    if slice_level:
+        features["slice_level"] = "float"
     return features
 
 
@@ -356,6 +376,43 @@ def load_images(dataset_dir: str | Path, split: str) -> np.ndarray:
     if not arrays:
         return np.zeros((0, height, width), np.uint8)
     return np.concatenate(arrays)
+
+
+def load_ids(
+    dataset_dir: str | Path, split: str
+) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Subject ids, slice indices and stored slice levels of one split, in manifest order.
+
+    Slice indices are ``(N,)`` int64, levels ``(N,)`` float32 or None when the dataset stores
+    none. Reads only these small features of each record (no image is decoded).
+    """
+    import numpy as np
+
+    tf = _tf()
+    manifest = read_manifest(dataset_dir)
+    has_levels = "slice_level" in manifest.get("features", {})
+    spec = {
+        "subject": tf.io.FixedLenFeature([], tf.string),
+        "slice": tf.io.FixedLenFeature([], tf.int64),
+    }
+    if has_levels:
+        spec["slice_level"] = tf.io.FixedLenFeature([], tf.float32)
+    records = _records(dataset_dir, manifest, split, shuffle=False, seed=0)
+    parsed = records.map(lambda serialized: tf.io.parse_single_example(serialized, spec))
+    subjects: list[str] = []
+    slices: list[np.ndarray] = []
+    levels: list[np.ndarray] = []
+    for batch in parsed.batch(4096).as_numpy_iterator():
+        subjects.extend(name.decode("utf-8") for name in batch["subject"])
+        slices.append(batch["slice"])
+        if has_levels:
+            levels.append(batch["slice_level"])
+    empty = np.zeros(0, np.int64)
+    return (
+        subjects,
+        np.concatenate(slices) if slices else empty,
+        (np.concatenate(levels) if levels else empty.astype(np.float32)) if has_levels else None,
+    )
 
 
 def _records(
