@@ -22,7 +22,9 @@ Records are ordered by split, subject and slice, so the same input gives byte-id
 ``manifest.json`` holds ``format_version``; ``source`` (kind, location, parameters);
 ``image_shape`` [H, W, 1] and ``dtype`` uint8; ``value_range`` [min, max] over all stored
 pixels; ``segmentation``; per split ``counts``, ``shards`` and ``subjects``;
-``subject_metadata`` (OASIS-1 demographics, NaN as null); ``skipped`` (count and
+``subject_metadata`` (each subject's attributes under canonical names, missing as null:
+`oasis_vqvae.data.labels`); ``conditions`` (each attribute's kind, values or range and
+counts per split: `oasis_vqvae.data.conditions`); ``skipped`` (count and
 path + reason of each skipped file); ``features``; and ``content_hash``: ``sha256:`` over the
 shards in split then index order, each preceded by ``SPLIT-IIIII`` and a NUL byte
 (:func:`content_hash` recomputes it). No timestamps: it is as deterministic as the shards.
@@ -139,8 +141,10 @@ class DatasetWriter:
         images_per_shard: int,
         segmentation: bool,
         slice_levels: bool = False,
+        allow_empty_splits: bool = False,
     ) -> None:
         self.directory = Path(directory)
+        self.allow_empty_splits = allow_empty_splits  # e.g. generated samples: train only
         self.image_size = image_size
         self.images_per_shard = images_per_shard
         self.segmentation = segmentation
@@ -159,6 +163,11 @@ class DatasetWriter:
     def __exit__(self, *exc: object) -> None:
         self._close_shard()
         self._hasher.cancel()
+
+    @property
+    def subjects(self) -> dict[str, list[str]]:
+        """Split -> subject ids written so far, in order."""
+        return {split: list(state.subjects) for split, state in self._splits.items()}
 
     def add(self, record: Record) -> None:
         """Append one record; starts a new shard when the split changes or the shard is full."""
@@ -191,15 +200,20 @@ class DatasetWriter:
         source: dict[str, Any],
         skipped: list[BadFile],
         subject_metadata: dict[str, dict[str, Any]] | None = None,
+        conditions: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Close the shards, give them their final names, write and return ``manifest.json``.
 
+        ``conditions`` describes the slice level and subject attributes (see
+        `oasis_vqvae.data.conditions`); None: the slice level only.
+
         Raises:
-            DataError: a split ended up without any image (e.g. all its files were skipped).
+            DataError: a split ended up without any image (e.g. all its files were skipped),
+                unless the writer allows empty splits.
         """
         self._close_shard()
         for split, state in self._splits.items():
-            if state.count == 0:
+            if state.count == 0 and not self.allow_empty_splits:
                 raise DataError(f"the {split} split has no usable slices ({len(skipped)} skipped)")
         digest = self._hasher.hexdigest()  # before renaming: the hasher reads the partial files
         for split, state in self._splits.items():
@@ -223,6 +237,8 @@ class DatasetWriter:
                 for subject in subjects[split]
                 if subject in metadata
             },
+            "conditions": conditions
+            or {"slice_level": {"kind": "continuous", "range": [0.0, 1.0]}},
             "skipped": {"count": len(skipped), "files": [bad._asdict() for bad in skipped]},
             "features": _feature_doc(self.segmentation, self.slice_levels),
             "content_hash": digest,
@@ -423,12 +439,12 @@ def _records(
     if split not in manifest["shards"]:
         raise DataError(f"{dataset_dir}: no split {split!r}; the dataset has {list(SPLITS)}")
     files = [_join(dataset_dir, name) for name in manifest["shards"][split]]
-    shards = tf.data.Dataset.from_tensor_slices(files)
+    shards = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))  # may be empty
     if shuffle:
-        shards = shards.shuffle(len(files), seed=seed)
+        shards = shards.shuffle(max(len(files), 1), seed=seed)
     return shards.interleave(
         lambda path: tf.data.TFRecordDataset(path, buffer_size=1 << 22),
-        cycle_length=min(len(files), 4) if shuffle else 1,  # in order when not shuffling
+        cycle_length=max(1, min(len(files), 4)) if shuffle else 1,  # in order when not shuffling
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
