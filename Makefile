@@ -8,12 +8,16 @@ INSTALLED := $(VENV)/.installed
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 VARIANT ?= cpu
 IMAGE ?= $(or $(OASIS_VQVAE_IMAGE),ghcr.io/oasis-vqvae/oasis-vqvae:$(VERSION)$(if $(filter gpu,$(VARIANT)),-gpu))
+# The image's base: the official Python image, or LOCAL_BASE (make image-base) offline.
+BASE_IMAGE ?= python:3.11-slim-bookworm
+LOCAL_BASE := localhost/oasis-vqvae-base:bookworm-py3.11
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format ui bench lock image pipeline clean
+.PHONY: help install demo test test-image lint format ui bench lock image image-base \
+	image-gpu-check pipeline clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -38,8 +42,11 @@ demo: $(INSTALLED) ## run the whole pipeline (dvc repro) on the built-in synthet
 	@echo "  evaluation    outputs/eval/         metrics.json, report.html, ssim_histogram.png, ... (6 PNGs)"
 	@echo "  MLflow runs   make ui, then open http://127.0.0.1:5000"
 
-test: $(INSTALLED) ## run the whole test suite
+test: $(INSTALLED) ## run the test suite (all but the image tests)
 	$(BIN)/python -m pytest
+
+test-image: $(INSTALLED) ## build the image (if changed) and run the tests in it (needs docker or podman)
+	$(BIN)/python -m pytest -m image
 
 lint: $(INSTALLED) ## ruff checks
 	$(BIN)/ruff check src tests benchmarks pipelines components
@@ -66,8 +73,14 @@ lock: ## re-resolve constraints.txt from pyproject.toml (then commit it)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra cuda --extra vertex --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --no-header --quiet --output-file constraints.txt
 
-image: ## build the components' image (VARIANT=cpu|gpu, IMAGE=tag; needs Docker)
-	docker build -f components/Dockerfile --build-arg VARIANT=$(VARIANT) -t $(IMAGE) .
+image: ## build the components' image (VARIANT=cpu|gpu, IMAGE=tag, BASE_IMAGE=base; docker or podman)
+	components/image.sh build $(IMAGE) $(VARIANT) $(BASE_IMAGE)
+
+image-base: ## make LOCAL_BASE, a Debian bookworm + Python 3.11 base, with debootstrap (as root)
+	components/image.sh base $(LOCAL_BASE)
+
+image-gpu-check: $(INSTALLED) ## prove the GPU variant's dependencies resolve within constraints.txt
+	$(BIN)/python -m pytest -m image tests/kfp/test_image_lock.py
 
 pipeline: $(INSTALLED) ## compile the Kubeflow pipeline to outputs/pipeline.yaml (image: IMAGE)
 	OASIS_VQVAE_IMAGE=$(IMAGE) $(BIN)/python -m pipelines compile --output outputs/pipeline.yaml

@@ -28,6 +28,8 @@ Hyper-parameters are one pipeline parameter, params, shaped like params.yaml (--
 Examples:
   python -m pipelines compile --output outputs/oasis_vqvae.yaml
   python -m pipelines run-local --set vqvae.epochs=2 --set pixelcnn.epochs=2
+  make image && MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python -m pipelines run-local \\
+      --runner docker --image ghcr.io/oasis-vqvae/oasis-vqvae:0.1.0
   KF_PIPELINES_TOKEN=... python -m pipelines submit --host https://kfp.example.org/pipeline \\
       --namespace team-mri --experiment oasis-vqvae --set data.source=gs://bucket/oasis.zip
   python -m pipelines submit --vertex --project my-project --region europe-west4 \\
@@ -54,11 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     local = commands.add_parser(
         "run-local",
         help="run the whole DAG on this machine with kfp.local",
-        description="Run every component as a subprocess of this virtualenv (kfp.local "
-        "SubprocessRunner; no Docker, no cluster) and print the evaluate metrics. MLflow "
-        "tracking follows MLFLOW_TRACKING_URI or params' tracking block, as with dvc repro.",
+        description="Run every component with kfp.local and print the evaluate metrics: as a "
+        "subprocess of this virtualenv (--runner subprocess, the default; no container engine, "
+        "no cluster) or in the components' image (--runner docker: kfp.local DockerRunner "
+        "against $DOCKER_HOST, Docker or Podman's service; build the image with make image). "
+        "MLflow tracking follows MLFLOW_TRACKING_URI or params' tracking block, as with dvc "
+        "repro; in containers it must be a server (http://...), reached on the host's network.",
     )
     _add_params(local)
+    local.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="where the tasks run (default: %(default)s)",
+    )
     local.add_argument(
         "--output-dir",
         default="outputs/kfp-local",
@@ -244,7 +255,7 @@ def cmd_run_local(args: argparse.Namespace) -> None:
     # kfp.local warns that an image without "python" in its name may not run in a subprocess;
     # here the image only names where the components would run on a cluster.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task")
-    run = run_local(options_from_args(args), args.output_dir)
+    run = run_local(options_from_args(args), args.output_dir, runner=args.runner)
     print(f"outputs of every task are under {run.run_dir}")
     print(f"evaluation: {run.evaluation}")
     print(f"report:     {run.report}")

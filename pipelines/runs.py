@@ -43,24 +43,36 @@ class LocalRun:
     metrics: dict[str, float]
 
 
-def run_local(options: PipelineOptions, pipeline_root: str | Path) -> LocalRun:
-    """Run the whole DAG on this machine with kfp.local's SubprocessRunner, in this venv.
+RUNNERS = ("subprocess", "docker")
+"""``run-local --runner``: kfp.local's SubprocessRunner (this venv) or DockerRunner (the image)."""
 
-    Tasks are subprocesses of this process and inherit its environment: MLflow settings
-    come from ``MLFLOW_TRACKING_URI`` here (or params), not from the cluster-side options.
+
+def run_local(
+    options: PipelineOptions, pipeline_root: str | Path, runner: str = "subprocess"
+) -> LocalRun:
+    """Run the whole DAG on this machine with kfp.local, every task in turn.
+
+    ``runner="subprocess"``: tasks are subprocesses in this venv and inherit this process's
+    environment; MLflow settings come from ``MLFLOW_TRACKING_URI`` here (or params), not from
+    the cluster-side options. ``runner="docker"``: every task runs in the components' image
+    (``options.image``) through the Docker API at ``$DOCKER_HOST`` (Docker or Podman), on the
+    host's network, with this process's ``MLFLOW_*`` variables; see :mod:`pipelines.containers`.
     """
     from kfp import local
 
+    if runner not in RUNNERS:
+        raise OasisError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
     pipeline_root = Path(pipeline_root).resolve()
-    # use_venv=False: the components install nothing, everything is in this venv already.
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(pipeline_root),
-        raise_on_error=True,
-    )
     here = dataclasses.replace(
         options, mlflow_tracking_uri=None, mlflow_secret=None, gcs_secret=None
     )
+    if runner == "docker":
+        kfp_runner, image = _docker_runner(here, pipeline_root)
+        here = dataclasses.replace(here, image=image)
+    else:
+        # use_venv=False: the components install nothing, everything is in this venv already.
+        kfp_runner = local.SubprocessRunner(use_venv=False)
+    local.init(runner=kfp_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
     run = build_pipeline(here)()
     outputs = run.outputs
     evaluation = Path(outputs["evaluation"].path)
@@ -70,6 +82,18 @@ def run_local(options: PipelineOptions, pipeline_root: str | Path) -> LocalRun:
         report=Path(outputs["report"].path),
         metrics=dict(outputs["metrics"].metadata),
     )
+
+
+def _docker_runner(options: PipelineOptions, pipeline_root: Path) -> tuple[Any, str]:
+    import components
+    from oasis_vqvae.config import TrackingConfig
+    from oasis_vqvae.tracking import tracking_uri
+    from pipelines import containers
+
+    params = dict(options.params) if options.params is not None else components.default_params()
+    tracking = TrackingConfig(**params["tracking"])
+    uri = tracking_uri(tracking) if tracking.enabled else None
+    return containers.runner(pipeline_root, components.image(options.image), uri)
 
 
 def submit_kfp(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oasis_vqvae.tracking import PIPELINE_RUN_ENV
+from tests.kfp.image_fixtures import docker_api, engine, image  # noqa: F401 - fixtures
 from tests.pipeline.conftest import (  # noqa: F401 - re-exported as fixtures of this folder
     cli_env,
     free_port,
@@ -25,3 +26,19 @@ def no_pipeline_run_env(monkeypatch):
         # setenv first, so that monkeypatch records the original state (set or not) to restore.
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Image tests (marker ``image``) run only when asked for: ``pytest -m image``.
+
+    They build the components' image and run it, which takes minutes and a container engine;
+    a plain ``pytest`` or ``-m "not slow"`` leaves them out instead of starting a build.
+    """
+    if "image" in (config.getoption("markexpr") or ""):
+        return
+    kept, dropped = [], []
+    for item in items:
+        (dropped if item.get_closest_marker("image") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

@@ -131,7 +131,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         log.close()
 
 
-def _wait_healthy(uri: str, server: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+def _wait_healthy(uri: str, server: subprocess.Popen, log: Path, timeout: float = 300.0) -> None:
+    # 300 s: on a shared 2-core machine under load the server has taken over 2 minutes to start.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
