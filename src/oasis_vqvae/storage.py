@@ -39,9 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
-
 from oasis_vqvae.errors import DataError
+from oasis_vqvae.progress import tqdm
 
 if TYPE_CHECKING:  # google-cloud-storage is imported only when a gs:// path is used
     from google.cloud import storage

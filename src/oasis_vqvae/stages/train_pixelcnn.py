@@ -49,7 +49,10 @@ def train_pixelcnn(params: Params, codes: str | Path, out: str | Path) -> Path:
         )
     with tracking.stage_run("train-pixelcnn", params, blocks=("pixelcnn",)) as run:
         run.set_tags({"oasis.precision": policy})
-        train = _dataset(train_codes, cfg.batch_size, shuffle_seed=cfg.seed)
+
+        def train(epoch: int) -> tf.data.Dataset:  # each epoch's order from (seed, epoch) alone
+            return _dataset(train_codes, cfg.batch_size, training.epoch_seed(cfg.seed, epoch))
+
         validation = _dataset(val_codes, cfg.batch_size)
         workdir = training.checkpoint_dir(out)
         history = training.fit_resumable(
