@@ -126,7 +126,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         log.close()
 
 
-def _wait_healthy(uri: str, server: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+def _wait_healthy(uri: str, server: subprocess.Popen, log: Path, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,9 @@ def test_repro_runs_every_stage_and_reports_ssim(repro):
     repo, env, log = repro
     for stage in STAGES:
         assert f"Running stage '{stage}'" in log
+    # Read as a file (`dvc repro > log`): lines, no progress-bar redraws, a line per epoch.
+    assert "\r" not in log, "progress bars redraw in a log file"
+    assert len(re.findall(r"progress: epoch \d+/2 ", log)) == 2 + 2  # vqvae, pixelcnn
     shown = json.loads(dvc(repo, env, "metrics", "show", "--json"))
     workspace = shown[""]["data"]
     evaluation = workspace["outputs/eval/metrics.json"]["data"]
