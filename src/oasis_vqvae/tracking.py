@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,10 @@ class StageRun:
 
         uri = str(path) if "://" in str(path) else str(Path(path).resolve())
         digest = content_hash.partition(":")[2] or content_hash
-        dataset = MetaDataset(
-            resolve_dataset_source(uri), name=Path(uri).name, digest=digest[:DIGEST_CHARS]
-        )
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": it is a path
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(uri)
+        dataset = MetaDataset(source, name=Path(uri).name, digest=digest[:DIGEST_CHARS])
         tags = {"mlflow.data.context": context, "oasis.content_hash": content_hash}
         mlflow.log_input(dataset, context=context, tags={"oasis.content_hash": content_hash})
         if self.parent_id is not None:

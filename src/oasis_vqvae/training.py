@@ -153,12 +153,13 @@ def restore_checkpoint(model: keras.Model, directory: Path) -> int:
     metadata = directory / METADATA
     if not metadata.exists():
         return 0
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)  # its variables must exist to load
-    model.load_weights(str(directory / WEIGHTS))
-    with np.load(directory / RNG_STATE) as states:
-        for i, variable in enumerate(_rng_state(model)):
-            variable.assign(states[f"s{i}"])
+    with model.distribute_strategy.scope():  # optimizer variables go where the model's are
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)  # its variables must exist to load
+        model.load_weights(str(directory / WEIGHTS))
+        with np.load(directory / RNG_STATE) as states:
+            for i, variable in enumerate(_rng_state(model)):
+                variable.assign(states[f"s{i}"])
     return int(json.loads(metadata.read_text())["epoch"])
 
 
