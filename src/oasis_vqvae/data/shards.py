@@ -12,14 +12,19 @@ Every record is a ``tf.train.Example`` with the features
 * ``image``: PNG bytes of one slice, 8-bit grayscale, H x W (the manifest's ``image_shape``);
 * ``subject``: subject id as UTF-8 bytes (``OAS-case-001``, ``OAS1_0001``);
 * ``slice``: int64 slice index within the subject;
-* ``segmentation``: PNG bytes of the slice's mask, H x W (only when ingested with masks).
+* ``segmentation``: PNG bytes of the slice's mask, H x W (only when ingested with masks);
+* ``slice_level``: float, the slice's position in its subject's stack in [0, 1] (only in
+  datasets written with explicit levels, e.g. generated samples; otherwise
+  `oasis_vqvae.data.conditions` derives it from the slice's rank).
 
 Records are ordered by split, subject and slice, so the same input gives byte-identical shards.
 
 ``manifest.json`` holds ``format_version``; ``source`` (kind, location, parameters);
 ``image_shape`` [H, W, 1] and ``dtype`` uint8; ``value_range`` [min, max] over all stored
 pixels; ``segmentation``; per split ``counts``, ``shards`` and ``subjects``;
-``subject_metadata`` (OASIS-1 demographics, NaN as null); ``skipped`` (count and
+``subject_metadata`` (each subject's attributes under canonical names, missing as null:
+`oasis_vqvae.data.labels`); ``conditions`` (each attribute's kind, values or range and
+counts per split: `oasis_vqvae.data.conditions`); ``skipped`` (count and
 path + reason of each skipped file); ``features``; and ``content_hash``: ``sha256:`` over the
 shards in split then index order, each preceded by ``SPLIT-IIIII`` and a NUL byte
 (:func:`content_hash` recomputes it). No timestamps: it is as deterministic as the shards.
@@ -67,6 +72,8 @@ class Record(NamedTuple):
     """Largest pixel value of the stored image."""
     segmentation: bytes | None = None
     """PNG bytes of the mask, same size as the image; None unless masks are ingested."""
+    slice_level: float | None = None
+    """Position in the subject's stack, [0, 1]; None unless the dataset stores levels."""
 
 
 class BadFile(NamedTuple):
@@ -127,12 +134,19 @@ class DatasetWriter:
     """
 
     def __init__(
-        self, directory: Path, *, image_size: int, images_per_shard: int, segmentation: bool
+        self,
+        directory: Path,
+        *,
+        image_size: int,
+        images_per_shard: int,
+        segmentation: bool,
+        slice_levels: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.image_size = image_size
         self.images_per_shard = images_per_shard
         self.segmentation = segmentation
+        self.slice_levels = slice_levels
         self._splits = {split: _SplitState() for split in SPLITS}
         self._split_index = 0
         self._in_shard = 0
@@ -148,6 +162,11 @@ class DatasetWriter:
         self._close_shard()
         self._hasher.cancel()
 
+    @property
+    def subjects(self) -> dict[str, list[str]]:
+        """Split -> subject ids written so far, in order."""
+        return {split: list(state.subjects) for split, state in self._splits.items()}
+
     def add(self, record: Record) -> None:
         """Append one record; starts a new shard when the split changes or the shard is full."""
         index = SPLITS.index(record.split)
@@ -157,12 +176,16 @@ class DatasetWriter:
             )
         if self.segmentation and record.segmentation is None:
             raise ValueError(f"record {record.subject}/{record.slice} lacks its segmentation")
+        if self.slice_levels and record.slice_level is None:
+            raise ValueError(f"record {record.subject}/{record.slice} lacks its slice level")
         state = self._splits[record.split]
         full = self._in_shard == self.images_per_shard
         if index != self._split_index or self._writer is None or full:
             self._split_index = index
             self._open_shard(record.split, state)
-        self._writer.write(encode_example(record, segmentation=self.segmentation))
+        self._writer.write(
+            encode_example(record, segmentation=self.segmentation, slice_level=self.slice_levels)
+        )
         self._in_shard += 1
         state.count += 1
         if not state.subjects or state.subjects[-1] != record.subject:
@@ -175,8 +198,12 @@ class DatasetWriter:
         source: dict[str, Any],
         skipped: list[BadFile],
         subject_metadata: dict[str, dict[str, Any]] | None = None,
+        conditions: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Close the shards, give them their final names, write and return ``manifest.json``.
+
+        ``conditions`` describes the slice level and subject attributes (see
+        `oasis_vqvae.data.conditions`); None: the slice level only.
 
         Raises:
             DataError: a split ended up without any image (e.g. all its files were skipped).
@@ -207,8 +234,10 @@ class DatasetWriter:
                 for subject in subjects[split]
                 if subject in metadata
             },
+            "conditions": conditions
+            or {"slice_level": {"kind": "continuous", "range": [0.0, 1.0]}},
             "skipped": {"count": len(skipped), "files": [bad._asdict() for bad in skipped]},
-            "features": _feature_doc(self.segmentation),
+            "features": _feature_doc(self.segmentation, self.slice_levels),
             "content_hash": digest,
         }
         text = json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
@@ -237,7 +266,7 @@ class DatasetWriter:
         return final
 
 
-def encode_example(record: Record, *, segmentation: bool) -> bytes:
+def encode_example(record: Record, *, segmentation: bool, slice_level: bool = False) -> bytes:
     """Serialize one record as a ``tf.train.Example`` (deterministic byte order)."""
     example = _example_class()()  # tf.train.Example, without TensorFlow's per-call overhead
     feature = example.features.feature
@@ -246,6 +275,8 @@ def encode_example(record: Record, *, segmentation: bool) -> bytes:
     feature["slice"].int64_list.value.append(record.slice)
     if segmentation:
         feature["segmentation"].bytes_list.value.append(record.segmentation)
+    if slice_level:
+        feature["slice_level"].float_list.value.append(record.slice_level)
     return example.SerializeToString(deterministic=True)  # map order fixed: same bytes each run
 
 
@@ -265,10 +296,12 @@ def content_hash(dataset_dir: str | Path, shards: dict[str, list[str]]) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def _feature_doc(segmentation: bool) -> dict[str, str]:
+def _feature_doc(segmentation: bool, slice_level: bool = False) -> dict[str, str]:
     features = {"image": "png", "subject": "bytes", "slice": "int64"}
     if segmentation:
         features["segmentation"] = "png"
+    if slice_level:
+        features["slice_level"] = "float"
     return features
 
 
@@ -356,6 +389,43 @@ def load_images(dataset_dir: str | Path, split: str) -> np.ndarray:
     if not arrays:
         return np.zeros((0, height, width), np.uint8)
     return np.concatenate(arrays)
+
+
+def load_ids(
+    dataset_dir: str | Path, split: str
+) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Subject ids, slice indices and stored slice levels of one split, in manifest order.
+
+    Slice indices are ``(N,)`` int64, levels ``(N,)`` float32 or None when the dataset stores
+    none. Reads only these small features of each record (no image is decoded).
+    """
+    import numpy as np
+
+    tf = _tf()
+    manifest = read_manifest(dataset_dir)
+    has_levels = "slice_level" in manifest.get("features", {})
+    spec = {
+        "subject": tf.io.FixedLenFeature([], tf.string),
+        "slice": tf.io.FixedLenFeature([], tf.int64),
+    }
+    if has_levels:
+        spec["slice_level"] = tf.io.FixedLenFeature([], tf.float32)
+    records = _records(dataset_dir, manifest, split, shuffle=False, seed=0)
+    parsed = records.map(lambda serialized: tf.io.parse_single_example(serialized, spec))
+    subjects: list[str] = []
+    slices: list[np.ndarray] = []
+    levels: list[np.ndarray] = []
+    for batch in parsed.batch(4096).as_numpy_iterator():
+        subjects.extend(name.decode("utf-8") for name in batch["subject"])
+        slices.append(batch["slice"])
+        if has_levels:
+            levels.append(batch["slice_level"])
+    empty = np.zeros(0, np.int64)
+    return (
+        subjects,
+        np.concatenate(slices) if slices else empty,
+        (np.concatenate(levels) if levels else empty.astype(np.float32)) if has_levels else None,
+    )
 
 
 def _records(

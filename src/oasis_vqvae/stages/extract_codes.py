@@ -11,6 +11,7 @@ import numpy as np
 
 from oasis_vqvae import plots, tracking
 from oasis_vqvae.config import Params
+from oasis_vqvae.data.conditions import condition_specs, load_conditions
 from oasis_vqvae.data.shards import load_split, read_manifest
 from oasis_vqvae.errors import DataError
 from oasis_vqvae.metrics import code_histogram, perplexity
@@ -19,6 +20,7 @@ from oasis_vqvae.storage import atomic_directory
 
 if TYPE_CHECKING:  # heavy imports, loaded lazily at run time
     import keras
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +32,11 @@ def extract_codes(params: Params, data: str | Path, vqvae: str | Path, out: str 
     """Encode every slice of ``data`` with the VQ-VAE; write one integer array per split.
 
     ``out`` gets ``train.npy``, ``validate.npy``, ``test.npy`` (N, h, w) in the smallest
-    unsigned dtype that holds the codebook, ``codes.json`` (grid shape, codebook size,
-    counts), ``usage.png`` (how often each code is used) and ``metrics.json``
-    (perplexity and codes in use per split).
+    unsigned dtype that holds the codebook; beside each, ``SPLIT_conditions.csv``, the
+    conditions of its grids row by row (`oasis_vqvae.data.conditions.load_conditions`);
+    ``codes.json`` (grid shape, codebook size, counts, the dataset's ``conditions``),
+    ``usage.png`` (how often each code is used) and ``metrics.json`` (perplexity and codes
+    in use per split).
     """
     data, out = Path(data), Path(out)
     manifest = read_manifest(data)
@@ -46,6 +50,12 @@ def extract_codes(params: Params, data: str | Path, vqvae: str | Path, out: str 
             for split in SPLITS:
                 codes = encode_split(model, data, split, params.evaluate.batch_size)
                 np.save(tmp / f"{split}.npy", codes.astype(dtype))
+                conditions = load_conditions(data, split)
+                if len(conditions) != len(codes):
+                    raise DataError(
+                        f"{data}: {split} has {len(conditions)} records, {len(codes)} images"
+                    )
+                conditions.to_csv(tmp / conditions_file(split), index=False)
                 slices[split] = len(codes)
                 usage[split] = code_histogram(codes, num_embeddings)
                 metrics[f"perplexity_{split}"] = perplexity(usage[split])
@@ -58,6 +68,7 @@ def extract_codes(params: Params, data: str | Path, vqvae: str | Path, out: str 
                         "dtype": np.dtype(dtype).name,
                         "slices": slices,
                         "dataset_hash": manifest["content_hash"],
+                        "conditions": condition_specs(manifest),
                     },
                     indent=2,
                 )
@@ -90,6 +101,21 @@ def load_codes(codes: str | Path, split: str) -> np.ndarray:
     if not path.exists():
         raise DataError(f"{path}: missing; run extract-codes first")
     return np.load(path).astype(np.int32)
+
+
+def conditions_file(split: str) -> str:
+    """Name of the CSV that holds the conditions of one split's code grids."""
+    return f"{split}_conditions.csv"
+
+
+def load_code_conditions(codes: str | Path, split: str) -> pd.DataFrame:
+    """The conditions of one split's code grids, row ``i`` for grid ``i`` (see `extract_codes`)."""
+    import pandas as pd
+
+    path = Path(codes) / conditions_file(split)
+    if not path.exists():
+        raise DataError(f"{path}: missing; rerun extract-codes (older outputs lack conditions)")
+    return pd.read_csv(path)
 
 
 def read_codes_manifest(codes: str | Path) -> dict:
