@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 WEIGHTS, RNG_STATE, METADATA = "latest.weights.h5", "rng_state.npz", "training_metadata.json"
 """The files of a checkpoint, in its ``backup`` folder; the metadata is written last."""
+CHECKPOINT_FORMAT = 2
+"""Version of that layout (1: Keras' BackupAndRestore, without the random generators)."""
 
 
 def checkpoint_dir(out: Path) -> Path:
@@ -209,6 +211,7 @@ def clear(workdir: Path) -> None:
 
 
 def _prepare(workdir: Path, key: str) -> None:
+    key = f"{CHECKPOINT_FORMAT}:{key}"  # a checkpoint of another layout is not resumed
     key_file = workdir / "key"
     if workdir.exists() and (not key_file.exists() or key_file.read_text() != key):
         log.info("checkpoint in %s is for other params or data: starting afresh", workdir)
