@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -257,3 +258,40 @@ def isolated_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+# --- a training stage killed right after a checkpoint ---------------------------------------------
+
+KILLED_AFTER_CHECKPOINT = """
+import os, signal, sys
+import keras
+from oasis_vqvae import cli, training
+
+kill_after = int(sys.argv.pop(1))
+fit_resumable = training.fit_resumable
+
+class Kill(keras.callbacks.Callback):  # a check: runs after the epoch's checkpoint is written
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+def killed_fit(*args, checks=(), **kwargs):
+    return fit_resumable(*args, checks=[*checks, Kill()], **kwargs)
+
+training.fit_resumable = killed_fit
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="session")
+def killed_after_epoch() -> Callable[[int, list[str]], list[str]]:
+    """Factory: the command running ``oasis-vqvae ARGS`` SIGKILLed after epoch N's checkpoint.
+
+    A real kill of the real stage at a known point (no waiting for a file to appear): the
+    training SIGKILLs its own process once epoch N's checkpoint is on disk.
+    """
+
+    def command(epochs_done: int, args: list[str]) -> list[str]:
+        return [sys.executable, "-c", KILLED_AFTER_CHECKPOINT, str(epochs_done), *args]
+
+    return command

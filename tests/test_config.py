@@ -1,9 +1,13 @@
 """params.yaml validation: the shipped file is valid and every kind of mistake names its key."""
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from oasis_vqvae.config import Params, flatten, load_params
 from oasis_vqvae.errors import ConfigError
@@ -87,6 +91,41 @@ def test_missing_blocks_take_defaults(tmp_path):
     small.write_text("data:\n  image_size: 32\n")
     assert load_params(small).data.image_size == 32
     assert load_params(small).vqvae == Params().vqvae
+
+
+def _schema_defaults(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, default) of every leaf field of the schema that has a default."""
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{field.alias or name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _schema_defaults(annotation, f"{key}.")
+        elif not field.is_required():
+            yield key, field.get_default(call_default_factory=True)
+
+
+def test_schema_defaults_equal_params_yaml():
+    """One source of truth: a key left out of a params file means what params.yaml says.
+
+    Generic over every block and key, so keys added later are checked too.
+    """
+    shipped = flatten(load_params(REPO / "params.yaml"))
+    defaults = dict(_schema_defaults(Params))
+    assert defaults, "the schema has no defaults at all?"
+    differ = {
+        key: (default, shipped.get(key, "<missing>"))
+        for key, default in defaults.items()
+        if _comparable(default) != _comparable(shipped.get(key, "<missing>"))
+    }
+    assert not differ, f"config.py default != params.yaml (key: (default, params.yaml)): {differ}"
+    # A params file with only one block gives exactly params.yaml's other blocks.
+    assert Params() == load_params(REPO / "params.yaml")
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    return json.loads(json.dumps(value))  # tuples -> lists, as in the flattened params
 
 
 def test_oasis_preset_is_valid_and_full_size():

@@ -162,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:
+        # Start-up notices that say nothing about this run: MLflow's SQLite store announcing
+        # its table set-up, TensorFlow's absl logger. Their warnings and errors still show.
+        for noisy in ("alembic", "mlflow.store.db.utils", "absl"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     run: Callable[[Params, argparse.Namespace], None] = args.run
     try:
         params = load_params(args.params, args.overrides)

@@ -2,6 +2,9 @@
 
 A wrong key, type or value fails here, before any work starts, with one line naming
 the dotted key (``data.image_size: must be a power of two, got 100``).
+
+Every default here EQUALS its value in params.yaml (tests/test_config.py checks it key by
+key), so a partial params file trains the model params.yaml describes, not another one.
 """
 
 from __future__ import annotations
@@ -114,12 +117,12 @@ class DataConfig(Block):
 class VQVAEConfig(Block):
     """VQ-VAE architecture and training."""
 
-    filters: Annotated[tuple[PosInt, ...], Field(min_length=1)] = (32, 64)
+    filters: Annotated[tuple[PosInt, ...], Field(min_length=1)] = (64,)
     """Filters of the stride-2 4x4 convolutions; their count is the number of down-samplings."""
     residual_blocks: NonNegInt = 2
     residual_filters: PosInt = 32
     embedding_dim: PosInt = 16
-    num_embeddings: Annotated[int, Field(ge=2)] = 64
+    num_embeddings: Annotated[int, Field(ge=2)] = 256
     beta: Annotated[float, Field(ge=0.0)] = 0.25
     quantizer: Literal["ema", "plain"] = "ema"
     ema_decay: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.99
@@ -127,9 +130,9 @@ class VQVAEConfig(Block):
     """Start the codebook from encoder outputs of the first batch (no epochs lost to collapse)."""
     dead_code_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
     """Restart a code whose usage falls below this share of uniform use (1/K); 0 disables."""
-    epochs: PosInt = 20
-    batch_size: PosInt = 32
-    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
+    epochs: PosInt = 15
+    batch_size: PosInt = 8
+    learning_rate: Annotated[float, Field(gt=0.0)] = 2e-3
     seed: int = 0
     strategy: StrategyName = "auto"
     """tf.distribute strategy (see oasis_vqvae.distribute); batch_size is the global batch."""
@@ -140,14 +143,14 @@ class VQVAEConfig(Block):
 class PixelCNNConfig(Block):
     """PixelCNN prior over the VQ-VAE code grid."""
 
-    filters: PosInt = 128
-    residual_blocks: NonNegInt = 2
+    filters: PosInt = 32
+    residual_blocks: NonNegInt = 8
     kernel_size: Annotated[int, Field(ge=3)] = 7
     hidden_layers: NonNegInt = 2
-    gated: bool = False
-    embedding_dim: NonNegInt = 0
+    gated: bool = True
+    embedding_dim: NonNegInt = 32
     """0: one-hot codes into the first layer (the Keras example); > 0: a learned embedding."""
-    position_bias: bool = False
+    position_bias: bool = True
     """Learn a bias per grid position after the first layer (the model knows where it is)."""
     conditions: tuple[Annotated[str, Field(min_length=1)], ...] = ("slice_level", "cdr")
     """Conditions (names of codes.json ``conditions``) the prior is conditioned on, in
@@ -160,9 +163,9 @@ class PixelCNNConfig(Block):
     condition_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     """Share of training samples whose conditions are replaced by a learned null, so the
     model also samples unconditionally (needed for generate.guidance)."""
-    epochs: PosInt = 20
+    epochs: PosInt = 40
     batch_size: PosInt = 32
-    learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
+    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
     seed: int = 0
     strategy: StrategyName = "auto"
     """tf.distribute strategy (see oasis_vqvae.distribute); batch_size is the global batch."""

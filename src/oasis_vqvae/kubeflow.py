@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from oasis_vqvae.config import Params, validate_params
+from oasis_vqvae.stages.common import SAMPLES_DATASET_DIR
 from oasis_vqvae.tracking import PIPELINE_RUN_ENV
 
 EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
@@ -104,4 +105,4 @@ def publish_samples(samples: str | Path, labels: Any, synthetic: Any) -> None:
     Path(labels.path).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(samples / "labels.csv", labels.path)
     labels.metadata["rows"] = sum(1 for _ in (samples / "labels.csv").open()) - 1
-    shutil.copytree(samples / "dataset", synthetic.path, dirs_exist_ok=True)
+    shutil.copytree(samples / SAMPLES_DATASET_DIR, synthetic.path, dirs_exist_ok=True)

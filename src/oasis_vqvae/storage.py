@@ -24,6 +24,7 @@ are downloaded as they are listed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import inspect
@@ -38,9 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
-
 from oasis_vqvae.errors import DataError
+from oasis_vqvae.progress import tqdm
 
 if TYPE_CHECKING:  # google-cloud-storage is imported only when a gs:// path is used
     from google.cloud import storage
@@ -75,11 +75,17 @@ def split_gcs(uri: str) -> tuple[str, str]:
 def atomic_directory(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling of ``dest``; move it into place only if the block succeeds.
 
-    A failed or killed stage leaves the previous ``dest`` (if any) untouched and at most a
-    hidden ``.NAME.tmp-*`` sibling, which the next run removes.
+    A failed or killed stage leaves the previous ``dest`` (if any) in place and at most a
+    hidden ``.NAME.tmp-*`` sibling, which the next run removes. The new directory replaces
+    the old one in one atomic swap (Linux ``renameat2(RENAME_EXCHANGE)``), so ``dest`` is at
+    every instant either the whole old or the whole new output. Where the swap is not
+    available, the old copy is renamed aside to ``.NAME.tmp-old-PID`` and deleted only once
+    the new one is in place; a kill between the two renames leaves it there, and the next
+    run puts it back before anything else.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _recover_previous(dest)
     for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
@@ -88,13 +94,52 @@ def atomic_directory(dest: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if dest.exists():
+    if not dest.exists():
+        tmp.rename(dest)
+    elif _exchange(tmp, dest):  # tmp now holds the old output
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
         old = dest.parent / f".{dest.name}.tmp-old-{os.getpid()}"
         dest.rename(old)
-    tmp.rename(dest)
-    if old is not None:
+        tmp.rename(dest)
         shutil.rmtree(old, ignore_errors=True)
+
+
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths ``a`` and ``b`` atomically; False where the OS or file system can't."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28, Linux only
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # e.g. a file system without it
+        return False
+    raise OSError(error, f"renameat2({a}, {b}, RENAME_EXCHANGE): {os.strerror(error)}")
+
+
+def _recover_previous(dest: Path) -> None:
+    """Put back an old output that a run killed between its two fallback renames left aside."""
+    if dest.exists():
+        return
+    for old in sorted(dest.parent.glob(f".{dest.name}.tmp-old-*")):
+        log.warning("restoring %s from %s (a run was killed while replacing it)", dest, old.name)
+        old.rename(dest)
+        return
 
 
 # --- stages: gs:// inputs and outputs in one place ------------------------------------------------

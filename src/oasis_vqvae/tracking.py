@@ -6,12 +6,16 @@ parent run of its pipeline run by a key:
 - ``MLFLOW_RUN_ID`` if set (Kubeflow's MLflow integration injects it): that run is the
   parent, and this project never ends it;
 - else ``OASIS_PIPELINE_RUN_ID`` if set (the Kubeflow pipeline sets it to its run id);
-- else a hash of the validated params, the git commit and the DVC experiment name, so the
+- else a hash of the workspace (the current directory) and the DVC experiment name, so the
   stages of one ``dvc repro`` / ``dvc exp run`` share a parent.
 
-A RUNNING parent with the key is joined, otherwise a new one is started. The evaluate stage
-logs the final metrics to the parent and ends it; a failing stage ends it as FAILED. A stage
-killed mid-way leaves its child RUNNING, and the rerun continues that child run.
+The newest parent with the key that has not FINISHED is continued, otherwise a new one is
+started. The evaluate stage logs the final metrics to the parent and ends it (FINISHED). A
+failing stage marks it FAILED; the rerun after the fix (DVC skips the stages that finished)
+continues that same parent, marks it RUNNING again and, at the end, FINISHED: one parent holds
+every child of one pipeline run. A param changed between the attempts is listed in the
+parent's ``oasis.params_changed`` tag (its logged params stay those of the first attempt). A
+stage killed mid-way leaves its child RUNNING, and the rerun continues that child run.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import logging
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,7 +40,13 @@ PIPELINE_RUN_ENV = "OASIS_PIPELINE_RUN_ID"
 KEY_TAG = "oasis.pipeline_key"
 STAGE_TAG = "oasis.stage"
 ROLE_TAG = "oasis.role"
+PARAMS_CHANGED_TAG = "oasis.params_changed"
 REGISTERED_MODELS = {"vqvae": "oasis-vqvae", "pixelcnn": "oasis-pixelcnn"}
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""Tells MLflow 3's UI this is model training: the experiment opens on its runs, not on the
+empty GenAI overview (the kinds are in the UI's ExperimentKind enum)."""
+DIGEST_CHARS = 36
+"""MLflow's dataset digest column holds 36 characters (String(36) in its SQL store)."""
 
 
 class TrackingError(OasisError):
@@ -52,6 +63,8 @@ class StageRun:
         self.parent_id = parent_id
         self.started_pipeline = started
         """True if this stage started the parent run (no earlier stage of the run ran)."""
+        self.summary: dict[str, float] = {}
+        """The metrics logged without a step: what the registered model versions are tagged with."""
 
     @property
     def active(self) -> bool:
@@ -71,6 +84,35 @@ class StageRun:
             import mlflow
 
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        if step is None:
+            self.summary.update({k: float(v) for k, v in metrics.items()})
+
+    def log_dataset(self, path: str | Path, content_hash: str, context: str) -> None:
+        """Log a dataset as an input of the stage run and of its pipeline run (lineage).
+
+        ``content_hash`` is its manifest's (``sha256:...``); the digest is its first
+        :data:`DIGEST_CHARS` hex digits, the whole hash is the input's ``oasis.content_hash``
+        tag. ``context`` is e.g. ``training`` or ``evaluation``.
+        """
+        if not self.active:
+            return
+        import mlflow
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        uri = str(path) if "://" in str(path) else str(Path(path).resolve())
+        digest = content_hash.partition(":")[2] or content_hash
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": it is a path
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(uri)
+        dataset = MetaDataset(source, name=Path(uri).name, digest=digest[:DIGEST_CHARS])
+        tags = {"mlflow.data.context": context, "oasis.content_hash": content_hash}
+        mlflow.log_input(dataset, context=context, tags={"oasis.content_hash": content_hash})
+        if self.parent_id is not None:
+            entity = dataset._to_mlflow_entity()
+            inputs = [DatasetInput(entity, [InputTag(k, v) for k, v in tags.items()])]
+            mlflow.MlflowClient().log_inputs(self.parent_id, datasets=inputs)
 
     def log_artifacts(self, *paths: Path, folder: str | None = None) -> None:
         """Log files, or every file of a directory, as artifacts of the stage run."""
@@ -92,13 +134,21 @@ class StageRun:
         import mlflow.keras
         import tensorflow as tf
 
-        mlflow.keras.log_model(
+        info = mlflow.keras.log_model(
             model,
             name=kind,
             registered_model_name=REGISTERED_MODELS[kind],
             # Explicit requirements: inferring them would reload the model in a subprocess.
             pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
         )
+        # The registry lists versions by their tags: the run's key metrics, to compare them.
+        version = getattr(info, "registered_model_version", None)
+        if version is not None:
+            client = mlflow.MlflowClient()
+            for key, value in self.summary.items():
+                client.set_model_version_tag(
+                    REGISTERED_MODELS[kind], str(version), key, f"{value:.6g}"
+                )
 
     def tag_pipeline(self, tags: Mapping[str, str]) -> None:
         """Tag the parent run, e.g. with the data hash every stage of the run shares."""
@@ -208,13 +258,16 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 def _experiment_id(client: Any, name: str, uri: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        for key, value in EXPERIMENT_KIND.items():  # also for experiments made before the tag
+            if key not in experiment.tags:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return str(experiment.experiment_id)
     location = None
     if uri.startswith("sqlite:///"):
         # Keep artifacts beside the embedded store rather than in ./mlruns.
         store = Path(uri.removeprefix("sqlite:///")).resolve()
         location = (store.parent / "artifacts").as_uri()
-    return str(client.create_experiment(name, artifact_location=location))
+    return str(client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND))
 
 
 def _parent_run(
@@ -225,13 +278,14 @@ def _parent_run(
     if injected:
         return injected, False
     key = pipeline_key(params)
-    running = client.search_runs(
+    unfinished = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
+        filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    if running:
-        return str(running[0].info.run_id), False
+    if unfinished:
+        return _continue_parent(client, unfinished[0], params), False
     if join_finished:
         finished = client.search_runs(
             [experiment_id],
@@ -249,6 +303,24 @@ def _parent_run(
         client.log_param(run.info.run_id, name, value)
     log.info("MLflow: started pipeline run %s", run.info.run_id)
     return str(run.info.run_id), True
+
+
+def _continue_parent(client: Any, parent: Any, params: Params) -> str:
+    """Rejoin an unfinished parent: RUNNING again after a failure, changed params listed."""
+    run_id = str(parent.info.run_id)
+    if parent.info.status != "RUNNING":
+        log.info("MLflow: continuing pipeline run %s (it was %s)", run_id, parent.info.status)
+        client.update_run(run_id, status="RUNNING")
+    logged = parent.data.params
+    changed = sorted(k for k, v in flatten(params).items() if k in logged and logged[k] != str(v))
+    if changed:
+        earlier = parent.data.tags.get(PARAMS_CHANGED_TAG, "")
+        keys = sorted(set(filter(None, earlier.split(","))) | set(changed))
+        client.set_tag(run_id, PARAMS_CHANGED_TAG, ",".join(keys)[:5000])
+    commit = _git_commit()
+    if commit and parent.data.tags.get("git_commit") != commit:
+        client.set_tag(run_id, "git_commit", commit)
+    return run_id
 
 
 def _child_run(client: Any, experiment_id: str, parent_id: str, stage: str) -> str:
@@ -270,14 +342,19 @@ def _child_run(client: Any, experiment_id: str, parent_id: str, stage: str) -> s
 
 
 def pipeline_key(params: Params) -> str:
-    """Identity of the pipeline run the current stage belongs to (see the module docstring)."""
+    """Identity of the pipeline run the current stage belongs to (see the module docstring).
+
+    Not the params: fixing the param that made a stage fail and rerunning continues the
+    same pipeline run. A pipeline run that finished is never continued, so the next
+    ``dvc repro`` that runs any stage starts a new parent.
+    """
     explicit = os.environ.get(PIPELINE_RUN_ENV)
     if explicit:
         return explicit
     identity = {
-        "params": params.model_dump(mode="json", by_alias=True),
-        "git_commit": _git_commit(),
+        "workspace": str(Path.cwd().resolve()),
         "dvc_experiment": os.environ.get("DVC_EXP_NAME"),
+        "experiment": params.tracking.experiment,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 

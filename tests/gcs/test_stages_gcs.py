@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import zipfile
 
 import pytest
@@ -102,26 +101,20 @@ def test_stage_function_passes_local_paths_through(tiny_params, tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_stage_writing_to_gs_resumes_from_its_staged_checkpoint(
-    bucket, tiny_dataset, tiny_overrides, cli_env, repo_root, tmp_path
+    bucket, tiny_dataset, tiny_overrides, cli_env, repo_root, tmp_path, killed_after_epoch
 ):
     out = f"gs://{bucket.name}/runs/2/vqvae"
-    overrides = [*tiny_overrides, "tracking.enabled=false", "vqvae.epochs=60"]
-    args = ["--params", str(repo_root / "params.yaml"), "--data", str(tiny_dataset), "--out", out]
-    command = [
-        sys.executable, "-m", "oasis_vqvae", "train-vqvae",
-        *[arg for item in overrides for arg in ("--set", item)], *args,
+    overrides = [*tiny_overrides, "tracking.enabled=false", "vqvae.epochs=2"]
+    args = [
+        "train-vqvae", *[arg for item in overrides for arg in ("--set", item)],
+        "--params", str(repo_root / "params.yaml"), "--data", str(tiny_dataset), "--out", out,
     ]  # fmt: skip
+    command = [sys.executable, "-m", "oasis_vqvae", *args]
     staging = tmp_path / "staging"
     env = cli_env(OASIS_VQVAE_STAGING=str(staging))
-    first = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while first.poll() is None and time.monotonic() < deadline:
-        if list(staging.rglob("training_metadata.json")):
-            break
-        time.sleep(0.05)
-    first.kill()
-    first.wait()
-    assert list(staging.rglob("training_metadata.json")), "no checkpoint before the deadline"
+    first = subprocess.run(killed_after_epoch(1, args), env=env, capture_output=True, timeout=600)
+    assert first.returncode == -9, first.stderr[-3000:]
+    assert list(staging.rglob("training_metadata.json")), "no checkpoint in the staging folder"
     assert not list(bucket.list_blobs(prefix="runs/2/")), "a killed stage uploads nothing"
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

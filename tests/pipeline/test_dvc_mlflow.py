@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from mlflow import MlflowClient
 
@@ -44,12 +46,28 @@ def _copy_repo(repo_root, dest, overrides):
 
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory, mlflow_server, repo_root, tiny_overrides, cli_env):
-    """The repo copy after one full `dvc repro`, tracked by the MLflow server."""
+    """The repo copy after one full pipeline run, tracked by the MLflow server.
+
+    The pipeline run takes two `dvc repro`s: in the first, train-pixelcnn fails inside its
+    tracked stage (a plain file stands where its checkpoint folder goes, so the stage crashes
+    as on a full disk); the second, after the fix, runs what is left.
+    """
     repo = tmp_path_factory.mktemp("repo")
     _copy_repo(repo_root, repo, tiny_overrides)
     env = cli_env(MLFLOW_TRACKING_URI=mlflow_server)
-    first = _run([str(BIN / "dvc"), "repro"], repo, env)
-    return repo, env, first
+    blocker = repo / "models" / ".pixelcnn.checkpoint"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a checkpoint folder")
+    failed = subprocess.run(
+        [str(BIN / "dvc"), "repro"], cwd=repo, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert failed.returncode != 0 and "failed to reproduce 'train-pixelcnn'" in failed.stderr, (
+        failed.stdout[-3000:] + failed.stderr[-3000:]
+    )
+    blocker.unlink()
+    second = _run([str(BIN / "dvc"), "repro"], repo, env)
+    assert "Running stage 'train-vqvae'" not in second, "the rerun skips what finished"
+    return repo, env, failed.stdout + failed.stderr + second
 
 
 def _find(tree, key):
@@ -72,6 +90,9 @@ def test_repro_runs_every_stage_and_reports_ssim(repro):
     repo, env, log = repro
     for stage in STAGES:
         assert f"Running stage '{stage}'" in log
+    # Read as a file (`dvc repro > log`): lines, no progress-bar redraws, a line per epoch.
+    assert "\r" not in log, "progress bars redraw in a log file"
+    assert len(re.findall(r"progress: epoch \d+/2 ", log)) == 2 + 2  # vqvae, pixelcnn
     shown = json.loads(dvc(repo, env, "metrics", "show", "--json"))
     workspace = shown[""]["data"]
     evaluation = workspace["outputs/eval/metrics.json"]["data"]
@@ -94,11 +115,12 @@ def test_plots_render(repro):
     assert "nearest_training.png" in html
 
 
-def test_mlflow_has_parent_with_a_child_per_stage_and_models(repro, mlflow_server):
+def test_mlflow_has_one_parent_with_a_child_per_stage_and_models(repro, mlflow_server):
+    """One parent for the pipeline run, also across the failed attempt and the rerun."""
     client = MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name("oasis-vqvae")
     parents = client.search_runs([experiment.experiment_id], "tags.`oasis.role` = 'pipeline'")
-    assert len(parents) == 1
+    assert len(parents) == 1, [p.info.status for p in parents]
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert 0.0 < parent.data.metrics["ssim_mean"] <= 1.0
@@ -108,9 +130,10 @@ def test_mlflow_has_parent_with_a_child_per_stage_and_models(repro, mlflow_serve
     children = client.search_runs(
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    by_stage = {run.data.tags["oasis.stage"]: run for run in children}
-    assert set(by_stage) == set(STAGES) and len(children) == len(STAGES)
-    assert all(run.info.status == "FINISHED" for run in children)
+    by_stage = {run.data.tags["oasis.stage"]: run for run in children if _finished(run)}
+    assert set(by_stage) == set(STAGES) and len(by_stage) == len(STAGES)
+    failed = [run.data.tags["oasis.stage"] for run in children if not _finished(run)]
+    assert failed == ["train-pixelcnn"], "the failed attempt stays beside its rerun"
 
     vqvae_run = by_stage["train-vqvae"]
     assert vqvae_run.data.params["vqvae.num_embeddings"] == "16"
@@ -130,6 +153,56 @@ def test_mlflow_has_parent_with_a_child_per_stage_and_models(repro, mlflow_serve
         versions = client.search_model_versions(f"name = '{name}'")
         assert versions, name
         assert versions[0].run_id == by_stage[stage].info.run_id
+
+
+def test_mlflow_rest_api_shows_model_training_dataset_lineage_and_version_metrics(
+    repro, mlflow_server
+):
+    """What the MLflow 3 UI reads, through the server's REST API."""
+    repo, _, _ = repro
+    api = f"{mlflow_server}/api/2.0/mlflow"
+    experiment = requests.get(
+        f"{api}/experiments/get-by-name", params={"experiment_name": "oasis-vqvae"}, timeout=30
+    ).json()["experiment"]
+    # Model training, so the UI opens on the runs table, not on the GenAI overview.
+    assert _tags(experiment)["mlflow.experimentKind"] == "custom_model_development"
+
+    manifest = json.loads((repo / "data" / "dataset" / "manifest.json").read_text())
+    runs = requests.post(
+        f"{api}/runs/search",
+        json={
+            "experiment_ids": [experiment["experiment_id"]],
+            "filter": "tags.`oasis.stage` = 'train-vqvae' and attributes.status = 'FINISHED'",
+        },
+        timeout=30,
+    ).json()["runs"]
+    parent_id = _tags(runs[0]["data"])["mlflow.parentRunId"]
+    parent = requests.get(f"{api}/runs/get", params={"run_id": parent_id}, timeout=30).json()
+    for run in (runs[0], parent["run"]):  # the stage run and its pipeline run
+        (logged,) = run["inputs"]["dataset_inputs"]
+        dataset = logged["dataset"]
+        # MLflow's digest column holds 36 characters: the hash's first 36 hex digits.
+        assert dataset["digest"] == manifest["content_hash"].removeprefix("sha256:")[:36]
+        assert json.loads(dataset["source"])["uri"] == str((repo / "data" / "dataset").resolve())
+        input_tags = _tags(logged)
+        assert input_tags["mlflow.data.context"] == "training"
+        assert input_tags["oasis.content_hash"] == manifest["content_hash"]
+
+    metrics = json.loads((repo / "models" / "vqvae" / "metrics.json").read_text())
+    versions = requests.get(
+        f"{api}/model-versions/search", params={"filter": "name='oasis-vqvae'"}, timeout=30
+    ).json()["model_versions"]
+    version_tags = _tags(versions[0])
+    assert float(version_tags["best_val_ssim"]) == pytest.approx(metrics["best_val_ssim"], 1e-5)
+    assert int(version_tags["best_epoch"]) == metrics["best_epoch"]
+
+
+def _tags(entity) -> dict[str, str]:
+    return {tag["key"]: tag["value"] for tag in entity.get("tags", [])}
+
+
+def _finished(run) -> bool:
+    return run.info.status == "FINISHED"
 
 
 def test_experiment_is_a_second_pipeline_run(repro, mlflow_server):

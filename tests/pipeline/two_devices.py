@@ -65,7 +65,11 @@ def resume_vqvae(params_file: str, dataset: Path, work: Path, overrides: list[st
             trainer = VQVAETrainer(build_model(cfg, 32))
             trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
             trainer.build((None, 32, 32, 1))
-        train = load_split(dataset, "train", batch_size=cfg.batch_size, shuffle=True, seed=0)
+
+        def train(epoch: int):
+            seed = training.epoch_seed(0, epoch)
+            return load_split(dataset, "train", batch_size=cfg.batch_size, shuffle=True, seed=seed)
+
         validation = load_split(dataset, "validate", batch_size=cfg.batch_size)
         with tracking.stage_run("train-vqvae", params) as run:
             history = training.fit_resumable(

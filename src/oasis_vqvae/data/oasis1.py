@@ -33,7 +33,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import aff2axcodes, apply_orientation, io_orientation
 from PIL import Image
-from tqdm.auto import tqdm
+from oasis_vqvae.progress import tqdm
 
 from oasis_vqvae.data import labels
 from oasis_vqvae.data.png_slices import encode_png

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
+from oasis_vqvae.progress import tqdm
 
 from oasis_vqvae.models.fast_sampling import (
     FastSampler,

@@ -12,6 +12,12 @@ from oasis_vqvae.errors import DataError
 VQVAE_FILE = "vqvae.keras"
 PIXELCNN_FILE = "pixelcnn.keras"
 METRICS_FILE = "metrics.json"
+SAMPLES_DATASET_DIR = "dataset"
+"""Inside generate's output: the labelled samples as a dataset in ingest's format."""
+CONDITIONS_FILE = "conditions.json"
+"""Beside the PixelCNN: the conditions it was trained on (names, specs, encodings, values seen)."""
+TRAIN_CONDITIONS_FILE = "train_conditions.csv"
+"""Beside the PixelCNN: its training rows' subjects and conditions (what generate draws from)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -46,4 +52,15 @@ def read_json(path: Path) -> dict[str, Any]:
     """Read a JSON file an earlier stage wrote, with a clear error if it is missing."""
     if not path.exists():
         raise DataError(f"{path}: missing; run the stage that writes it first")
+    return json.loads(path.read_text())
+
+
+def read_prior_conditions(pixelcnn: str | Path) -> dict[str, Any]:
+    """``conditions.json`` of a train-pixelcnn output.
+
+    A model saved before conditions existed has none and is unconditional (names []).
+    """
+    path = Path(pixelcnn) / CONDITIONS_FILE
+    if not path.exists():
+        return {"names": [], "conditions": {}, "condition_dropout": 0.0}
     return json.loads(path.read_text())

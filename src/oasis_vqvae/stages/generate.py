@@ -21,8 +21,14 @@ from oasis_vqvae import plots, tracking
 from oasis_vqvae.condition_requests import resolve_requests
 from oasis_vqvae.config import Params
 from oasis_vqvae.errors import ConfigError, DataError
-from oasis_vqvae.stages.common import PIXELCNN_FILE, VQVAE_FILE, load_model
-from oasis_vqvae.stages.train_pixelcnn import TRAIN_CONDITIONS_FILE, read_conditions
+from oasis_vqvae.stages.common import (
+    PIXELCNN_FILE,
+    SAMPLES_DATASET_DIR,
+    TRAIN_CONDITIONS_FILE,
+    VQVAE_FILE,
+    load_model,
+    read_prior_conditions,
+)
 from oasis_vqvae.storage import atomic_directory
 
 if TYPE_CHECKING:
@@ -32,7 +38,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_GLOB = "sample_*.png"
 LABELS_FILE = "labels.csv"
-DATASET_DIR = "dataset"
 SAMPLES_PER_SHARD = 4096
 DEFAULT_SLICE_LEVEL = 0.5
 """Stored slice level of samples from a prior not conditioned on slice_level."""
@@ -89,7 +94,7 @@ def generate(params: Params, vqvae: str | Path, pixelcnn: str | Path, out: str |
             labels.insert(0, "file", files)
             labels.to_csv(tmp / LABELS_FILE, index=False)
             write_samples_dataset(
-                tmp / DATASET_DIR, pixels, labels, described,
+                tmp / SAMPLES_DATASET_DIR, pixels, labels, described,
                 source={
                     "kind": "generated", "vqvae": str(vqvae), "pixelcnn": str(pixelcnn),
                     "seed": cfg.seed, "temperature": cfg.temperature, "guidance": cfg.guidance,
@@ -105,7 +110,7 @@ def _model_conditions(prior: Any, pixelcnn: Path) -> tuple[dict[str, Any], list[
     """``conditions.json`` of the prior and its encodings, checked against the model."""
     from oasis_vqvae.models.fast_sampling import conditions_count
 
-    described = read_conditions(pixelcnn)
+    described = read_prior_conditions(pixelcnn)
     names = list(described["names"])
     if not conditions_count(prior):
         if names:

@@ -32,14 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from oasis_vqvae import tracking
 from oasis_vqvae.config import DataConfig, Params
 from oasis_vqvae.data import labels, oasis1, png_slices
 from oasis_vqvae.data.conditions import Kind
 from oasis_vqvae.data.shards import SPLITS, BadFile, DatasetWriter, Record, read_manifest
 from oasis_vqvae.errors import DataError
+from oasis_vqvae.progress import tqdm
 from oasis_vqvae.storage import atomic_directory, local_copy
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,13 @@ from oasis_vqvae.data.conditions import check_names
 from oasis_vqvae.distribute import make_strategy
 from oasis_vqvae.errors import DataError
 from oasis_vqvae.precision import Policy, as_float32, resolve_precision, with_loss_scaling
-from oasis_vqvae.stages.common import PIXELCNN_FILE, seed_everything, write_metrics
+from oasis_vqvae.stages.common import (
+    CONDITIONS_FILE,
+    PIXELCNN_FILE,
+    TRAIN_CONDITIONS_FILE,
+    seed_everything,
+    write_metrics,
+)
 from oasis_vqvae.stages.extract_codes import load_code_conditions, load_codes, read_codes_manifest
 from oasis_vqvae.storage import atomic_directory
 
@@ -34,9 +40,6 @@ if TYPE_CHECKING:  # heavy imports, loaded lazily at run time
     import tensorflow as tf
 
 log = logging.getLogger(__name__)
-
-CONDITIONS_FILE = "conditions.json"
-TRAIN_CONDITIONS_FILE = "train_conditions.csv"
 
 
 def train_pixelcnn(params: Params, codes: str | Path, out: str | Path) -> Path:
@@ -67,7 +70,12 @@ def train_pixelcnn(params: Params, codes: str | Path, out: str | Path) -> Path:
         )
     with tracking.stage_run("train-pixelcnn", params, blocks=("pixelcnn",)) as run:
         run.set_tags({"oasis.precision": policy})
-        train_data = _dataset(train, cfg.batch_size, shuffle_seed=cfg.seed)
+
+        def train_data(
+            epoch: int,
+        ) -> tf.data.Dataset:  # each epoch's order from (seed, epoch) alone
+            return _dataset(train, cfg.batch_size, training.epoch_seed(cfg.seed, epoch))
+
         validation = _dataset(val, cfg.batch_size)
         workdir = training.checkpoint_dir(out)
         history = training.fit_resumable(
@@ -206,17 +214,6 @@ def write_conditions(
         train.table.to_csv(directory / TRAIN_CONDITIONS_FILE, index=False)
     else:  # an unconditional prior: no condition columns
         (directory / TRAIN_CONDITIONS_FILE).write_text("subject\n")
-
-
-def read_conditions(pixelcnn: str | Path) -> dict[str, Any]:
-    """``conditions.json`` of a train-pixelcnn output.
-
-    A model saved before conditions existed has none and is unconditional (names []).
-    """
-    path = Path(pixelcnn) / CONDITIONS_FILE
-    if not path.exists():
-        return {"names": [], "conditions": {}, "condition_dropout": 0.0}
-    return json.loads(path.read_text())
 
 
 def build_model(

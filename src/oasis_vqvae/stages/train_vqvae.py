@@ -48,11 +48,16 @@ def train_vqvae(params: Params, data: str | Path, out: str | Path) -> Path:
         model = build_model(cfg, image_size, policy)  # fails on a misfit before any training
     with tracking.stage_run("train-vqvae", params, blocks=("vqvae",)) as run:
         run.tag_pipeline({"data_hash": manifest["content_hash"]})
+        run.log_dataset(data, manifest["content_hash"], context="training")
         run.set_tags({"oasis.precision": policy})
-        train = load_split(data, "train", batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+
+        def train(epoch: int) -> tf.data.Dataset:  # each epoch's order from (seed, epoch) alone
+            seed = training.epoch_seed(cfg.seed, epoch)
+            return load_split(data, "train", batch_size=cfg.batch_size, shuffle=True, seed=seed)
+
         validation = load_split(data, "validate", batch_size=cfg.batch_size)
         with strategy.scope():
-            trainer = VQVAETrainer(model, data_variance=_pixel_variance(train))
+            trainer = VQVAETrainer(model, data_variance=_pixel_variance(train(0)))
             optimizer = with_loss_scaling(keras.optimizers.Adam(cfg.learning_rate), policy)
             trainer.compile(optimizer=optimizer)
             trainer.build((None, image_size, image_size, 1))

@@ -37,8 +37,8 @@ from oasis_vqvae.config import Params, UtilityConfig
 from oasis_vqvae.data.conditions import condition_specs, load_conditions
 from oasis_vqvae.data.shards import SPLITS, load_images, read_manifest
 from oasis_vqvae.errors import ConfigError, DataError
-from oasis_vqvae.stages.common import write_metrics
-from oasis_vqvae.stages.extract_codes import read_codes_manifest
+from oasis_vqvae.stages.common import SAMPLES_DATASET_DIR, TRAIN_CONDITIONS_FILE, write_metrics
+from oasis_vqvae.stages.extract_codes import conditions_file, read_codes_manifest
 from oasis_vqvae.storage import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,6 @@ ARM_NAMES = {
     "real_synthetic": "real + synthetic",
     "real_augmented": "real + classic augmentation",
 }
-SAMPLES_DATASET = "dataset"
-"""The labelled samples, in ingest's format, inside generate's output directory."""
-TRAIN_CONDITIONS = "train_conditions.csv"
-"""The training split's conditions table beside the codes and beside the PixelCNN."""
 FIGURE = "utility_curve.png"
 CURVE = "curve.csv"
 REPORT = "report.html"
@@ -113,7 +109,7 @@ def utility(
     and ``report.html``. Metric names are listed in the README (section Utility).
     """
     cfg, data, out = params.utility, Path(data), Path(out)
-    synthetic_dir = Path(samples) / SAMPLES_DATASET
+    synthetic_dir = Path(samples) / SAMPLES_DATASET_DIR
     manifest, synthetic_manifest = read_manifest(data), read_manifest(synthetic_dir)
     task = make_task(cfg, condition_specs(manifest), condition_specs(synthetic_manifest))
     checks = check_leakage(data, manifest, Path(codes), Path(pixelcnn), synthetic_dir)
@@ -497,7 +493,7 @@ def check_leakage(
             "dataset; rerun the pipeline on this one"
         )
     checks.append("the codes (the PixelCNN's training data) were extracted from this dataset")
-    for table in (codes / TRAIN_CONDITIONS, pixelcnn / TRAIN_CONDITIONS):
+    for table in (codes / conditions_file("train"), pixelcnn / TRAIN_CONDITIONS_FILE):
         check_training_subjects(table, splits, data)
         checks.append(f"every subject in {table.parent.name}/{table.name} is a training subject")
     synthetic_manifest = read_manifest(synthetic)
