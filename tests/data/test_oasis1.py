@@ -8,6 +8,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
+from oasis_vqvae.data import oasis1
+from oasis_vqvae.data.oasis1 import VolumeTask, collect, scan, slice_volume
+from oasis_vqvae.data.png_slices import decode_png
+from oasis_vqvae.data.shards import BadFile, Record
+from oasis_vqvae.errors import DataError
 from tests.conftest import (
     VOLUME_SHAPE,
     tar_disc,
@@ -16,12 +22,6 @@ from tests.conftest import (
     write_oasis1_disc,
     write_volume,
 )
-
-from oasis_vqvae.data import oasis1
-from oasis_vqvae.data.oasis1 import VolumeTask, collect, scan, slice_volume
-from oasis_vqvae.data.png_slices import decode_png
-from oasis_vqvae.data.shards import BadFile, Record
-from oasis_vqvae.errors import DataError
 
 MASKED = "PROCESSED/MPRAGE/T88_111/OAS1_{0:04d}_MR1_mpr_n4_anon_111_t88_masked_gfc.hdr"
 

@@ -9,13 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import MASK_LABELS, mask_pixels, save_png, slice_pixels, write_png_slices, zip_tree
 from PIL import Image
 
 from oasis_vqvae.data import png_slices
 from oasis_vqvae.data.png_slices import DecodeTask, decode_batch, decode_png, scan, stored_png
 from oasis_vqvae.data.shards import BadFile, Record
 from oasis_vqvae.errors import DataError
+from tests.conftest import (
+    MASK_LABELS,
+    mask_pixels,
+    save_png,
+    slice_pixels,
+    write_png_slices,
+    zip_tree,
+)
 
 
 def png_bytes(image: Image.Image, **options: object) -> bytes:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from tests.conftest import mask_pixels, slice_pixels
 from PIL import Image
 
 from oasis_vqvae.data.shards import (
@@ -23,6 +22,7 @@ from oasis_vqvae.data.shards import (
     read_manifest,
 )
 from oasis_vqvae.errors import DataError
+from tests.conftest import mask_pixels, slice_pixels
 
 SIZE = 16
 # (split, subject, number of slices)

@@ -53,9 +53,7 @@ def _compare(ours: keras.layers.Layer, theirs: keras.layers.Layer, channels: int
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x)
-            upstream = tf.constant(
-                np.random.default_rng(seed + 1).normal(size=y.shape), tf.float32
-            )
+            upstream = tf.constant(np.random.default_rng(seed + 1).normal(size=y.shape), tf.float32)
             loss = tf.reduce_sum(y * upstream)
         grads = tape.gradient(loss, [x, *layer.trainable_variables])
         results.append([y, *grads])

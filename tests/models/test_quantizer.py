@@ -259,8 +259,9 @@ def test_data_init_in_a_compiled_train_step_and_round_trip(rng, tmp_path):
     from oasis_vqvae.models import VQVAETrainer, build_vqvae
 
     images = rng.uniform(size=(8, 16, 16, 1)).astype("float32")
-    model = build_vqvae(16, num_embeddings=8, ema=True, dead_code_threshold=0.5, seed=0,
-                        data_init=True)
+    model = build_vqvae(
+        16, num_embeddings=8, ema=True, dead_code_threshold=0.5, seed=0, data_init=True
+    )
     trainer = VQVAETrainer(model)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
     trainer.fit(images, epochs=1, batch_size=4, verbose=0)
@@ -270,5 +271,6 @@ def test_data_init_in_a_compiled_train_step_and_round_trip(rng, tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     loaded_q = loaded.get_layer("vector_quantizer")
     assert loaded_q.data_init and float(loaded_q.initialized.numpy()) == 1.0
-    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )

@@ -33,13 +33,13 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import aff2axcodes, apply_orientation, io_orientation
 from PIL import Image
-from oasis_vqvae.progress import tqdm
 
 from oasis_vqvae.data import labels
 from oasis_vqvae.data.png_slices import encode_png
 from oasis_vqvae.data.shards import SPLITS, BadFile, Record
 from oasis_vqvae.data.synthetic import split_subjects
 from oasis_vqvae.errors import DataError
+from oasis_vqvae.progress import tqdm
 
 log = logging.getLogger(__name__)
 

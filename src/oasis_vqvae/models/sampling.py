@@ -24,7 +24,6 @@ from typing import Any, Literal
 import keras
 import numpy as np
 import tensorflow as tf
-from oasis_vqvae.progress import tqdm
 
 from oasis_vqvae.models.fast_sampling import (
     FastSampler,
@@ -35,6 +34,7 @@ from oasis_vqvae.models.fast_sampling import (
 from oasis_vqvae.models.fast_sampling import (
     grid_shape as model_grid_shape,
 )
+from oasis_vqvae.progress import tqdm
 
 __all__ = ["SAMPLERS", "sample_codes", "sample_uniforms"]
 
