@@ -152,11 +152,13 @@ def train(
 
 def predict(model: keras.Model, images: np.ndarray) -> dict[str, np.ndarray]:
     """Every output of ``model`` for ``images`` ``(N, H, W)``, float64 numpy, in batches."""
+    import tensorflow as tf
+
     chunks: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(images), PREDICT_BATCH):
-        x = _as_float(images[start : start + PREDICT_BATCH])[..., None]
+        x = tf.constant(_as_float(images[start : start + PREDICT_BATCH])[..., None])
         for name, value in model(x, training=False).items():
-            chunks.setdefault(name, []).append(np.asarray(value, np.float64))
+            chunks.setdefault(name, []).append(value.numpy().astype(np.float64))
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 

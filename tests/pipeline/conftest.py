@@ -40,6 +40,13 @@ TINY = [
     "generate.count=4",
     "generate.batch_size=4",
     "evaluate.batch_size=16",
+    # The tiny run has 8 held-out slices and 4 samples: far too few for a meaningful C2ST or
+    # coverage, which evaluate refuses by default; these tests check the wiring, not power.
+    "evaluate.min_images=2",
+    "evaluate.coverage.k=1",
+    "evaluate.bootstrap=50",
+    "evaluate.c2st.steps=20",
+    "evaluate.probe.steps=20",
 ]
 
 

@@ -103,6 +103,8 @@ def evaluate(
     model = load_model(vqvae, VQVAE_FILE)
     generated, sample_codes = load_samples(samples), load_sample_codes(samples)
     labels = load_labels(samples, len(generated))
+    if labels is not None:
+        fidelity.check_labels(labels, list(condition_specs(manifest)), f"{samples}/{LABELS}")
     with tracking.stage_run("evaluate", params, blocks=("evaluate",)) as run:
         run.tag_pipeline({"data_hash": manifest["content_hash"]})
         seed_everything(cfg.seed)
@@ -254,8 +256,6 @@ def probe_report(
     import pandas as pd
 
     specs = condition_specs(read_manifest(data))
-    if labels is not None:
-        fidelity.check_labels(labels, list(specs), f"{LABELS} of the samples")
     conditions = {split: load_conditions(data, split) for split in ("train", "validate", "test")}
     probe = probes.train_probe(
         train, conditions["train"], specs, steps=cfg.probe.steps,
