@@ -193,3 +193,16 @@ def test_c2st_runs_its_steps_and_repeats_exactly_whatever_the_clock(stacks, monk
     monkeypatch.setattr(time, "monotonic", lambda: float(next(clock)))
     monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))
     assert metrics.two_sample_test(images, noise, **options) == first
+
+
+def test_c2st_tests_on_unseen_subjects_so_it_cannot_recognise_them():
+    # Two sets of real slices from different subjects of one generator: indistinguishable.
+    # Trained on some slices of each real subject, a classifier could learn those subjects.
+    real = np.concatenate([generate_subject_slices(5, s, SLICES, SIZE) for s in range(1, 9)])
+    other = np.concatenate([generate_subject_slices(5, s, SLICES, SIZE) for s in range(9, 17)])
+    subjects = np.repeat(np.arange(8), SLICES)
+    result = metrics.two_sample_test(
+        real, other, real_groups=subjects, steps=100, batch_size=16, seed=0
+    )
+    assert result.held_out == 2 * 48 and result.trained_on == 2 * 48  # 4 whole subjects each
+    assert result.ci_low <= 0.5 <= result.ci_high

@@ -399,6 +399,7 @@ def two_sample_test(
     real: np.ndarray,
     generated: np.ndarray,
     *,
+    real_groups: Sequence[Any] | np.ndarray | None = None,
     held_out: float = 0.5,
     steps: int = 200,
     batch_size: int = 32,
@@ -408,35 +409,41 @@ def two_sample_test(
 ) -> TwoSampleResult:
     """Classifier two-sample test (Lopez-Paz & Oquab 2017) with a small seeded CNN.
 
-    Both sets are cut to the size of the smaller (seeded choice) so chance is exactly 50 %;
-    ``held_out`` of each is kept aside, the CNN (:func:`oasis_vqvae.probes.small_cnn`) trains
-    on the rest for exactly ``steps`` batches, and its accuracy on the held-out images is
-    reported with a 95 % Wilson interval. An interval containing 0.5 means the classifier
-    could not tell the sets apart (with few images, only large differences show).
+    About ``held_out`` of the real images, as whole ``real_groups`` (e.g. subjects: slices of
+    one subject look alike, so a classifier that saw some of them would recognise the others
+    by their subject, not by their realism), are kept aside with as many samples; the CNN
+    (:func:`oasis_vqvae.probes.small_cnn`) trains on equally many real images of the other
+    groups and samples for exactly ``steps`` batches; its accuracy on the held-out images is
+    reported with a 95 % Wilson interval (chance is exactly 50 %). An interval containing 0.5
+    means the classifier could not tell the sets apart (with few images, only large
+    differences show). Without groups every image is its own group.
     Raises DataError if a set has fewer than ``min_images`` images.
     """
     from oasis_vqvae import probes
 
     require_images("two-sample test", max(2, min_images), real=len(real), generated=len(generated))
     rng = np.random.default_rng(seed)
-    count = min(len(real), len(generated))
-    test_count = int(round(count * held_out))
-    if test_count < 1 or count - test_count < 1:
+    test_real, train_real = _split_by_group(real_groups, len(real), len(generated), held_out, rng)
+    if len(test_real) == 0 or len(train_real) == 0:
+        groups = len(set(_groups(real_groups, len(real)).tolist()))
         raise DataError(
-            f"two-sample test: {count} images per set leave none to train or to test with "
-            f"held_out {held_out}; need more samples (generate.count) or test slices"
+            f"two-sample test: {len(real)} real images of {groups} subjects and "
+            f"{len(generated)} samples leave none to train or to test with held_out {held_out}; "
+            "need more samples (generate.count) or held-out subjects"
         )
-    real = as_float(real)[rng.choice(len(real), count, replace=False)]
-    generated = as_float(generated)[rng.choice(len(generated), count, replace=False)]
-    train_x = np.concatenate([real[test_count:], generated[test_count:]])
-    train_y = np.repeat([1.0, 0.0], count - test_count)
+    chosen = rng.permutation(len(generated))[: len(test_real) + len(train_real)]
+    test_count = len(test_real)
+    real, generated = as_float(real), as_float(generated)
+    train_x = np.concatenate([real[train_real], generated[chosen[test_count:]]])
+    train_y = np.repeat([1.0, 0.0], len(train_real))
     heads = (probes.Head("real", "binary"),)
     model = probes.small_cnn(real.shape[1:], heads, seed)
     probes.train(
         model, train_x, {"real": train_y}, heads,
         steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
     )  # fmt: skip
-    logits = probes.predict(model, np.concatenate([real[:test_count], generated[:test_count]]))
+    test_x = np.concatenate([real[test_real], generated[chosen[:test_count]]])
+    logits = probes.predict(model, test_x)
     scores = 1.0 / (1.0 + np.exp(-logits["real"][:, 0]))
     correct = int(np.sum(scores[:test_count] > 0.5) + np.sum(scores[test_count:] <= 0.5))
     low, high = wilson_interval(correct, 2 * test_count)
@@ -446,6 +453,32 @@ def two_sample_test(
         real_scores=tuple(map(float, scores[:test_count])),
         generated_scores=tuple(map(float, scores[test_count:])),
     )  # fmt: skip
+
+
+def _groups(groups: Sequence[Any] | np.ndarray | None, count: int) -> np.ndarray:
+    return np.arange(count) if groups is None else np.asarray(groups)
+
+
+def _split_by_group(
+    groups: Sequence[Any] | np.ndarray | None,
+    count: int,
+    generated: int,
+    held_out: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Real indices (test, train), whole groups in the test part, in a seeded order.
+
+    Groups go to the test part until it holds ``held_out`` of the usable images; the other
+    groups' images fill the train part. Usable: at most as many real images as samples.
+    """
+    members = _group_members(_groups(groups, count))
+    usable = min(count, generated)
+    target = int(round(usable * held_out))
+    test: list[int] = []
+    rest: list[int] = []
+    for group in rng.permutation(len(members)):
+        (test if len(test) < target else rest).extend(members[group].tolist())
+    return np.array(test, np.int64), np.array(rest[: max(0, usable - len(test))], np.int64)
 
 
 # --- intervals -----------------------------------------------------------------------------------

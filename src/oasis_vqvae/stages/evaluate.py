@@ -93,8 +93,10 @@ def evaluate(
 ) -> Path:
     """Write ``metrics.json``, the figures and ``report.html`` of one evaluation to ``out``.
 
-    Reads the test and training splits of ``data``, the VQ-VAE, the samples (PNGs and their
-    ``codes.npy``) and, for its training curves only, the PixelCNN directory. Metric names
+    Reads every split of ``data`` (training: nearest neighbours and the probe; validate +
+    test: the real held-out slices), the VQ-VAE, the samples (PNGs, their ``codes.npy`` and,
+    if generate wrote one, ``labels.csv``) and, for its training curves only, the PixelCNN
+    directory. Every value is a function of these inputs and ``params``. Metric names
     and meanings are listed in the README (section Evaluation); SSIM is ``tf.image.ssim``
     on [0, 1] images, 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03.
     """
@@ -199,6 +201,10 @@ def run_evaluation(
         "held_out": cfg.c2st.held_out, "steps": cfg.c2st.steps,
         "batch_size": cfg.c2st.batch_size, "seed": cfg.c2st.seed, "min_images": cfg.min_images,
     }  # fmt: skip
+    # The classifier is tested on subjects it was not trained on (see two_sample_test).
+    c2st_options["real_groups"] = load_conditions(data, "validate")["subject"].tolist() + (
+        load_conditions(data, "test")["subject"].tolist()
+    )
     c2st = metrics.two_sample_test(held_out, generated, **c2st_options)
     # Reconstructions stored as the samples are (8-bit), so the test sees no rounding artefact.
     c2st_reconstructions = metrics.two_sample_test(
