@@ -19,7 +19,9 @@ import tensorflow as tf
 from PIL import Image
 
 from oasis_vqvae.cli import main
+from oasis_vqvae.data.conditions import load_conditions
 from oasis_vqvae.data.shards import load_images, load_split, read_manifest
+from oasis_vqvae.data.synthetic import sample_labels
 from oasis_vqvae.errors import DataError
 from oasis_vqvae.stages.ingest import write_dataset as ingest
 from tests.conftest import make_config, save_png, slice_pixels, write_png_slices
@@ -55,7 +57,14 @@ def test_png_folder(png_folder: Callable[..., Path], tmp_path: Path) -> None:
     source = png_folder(slices=2)
     out = ingest(make_config(source=str(source)), tmp_path / "ds")
     manifest = read_manifest(out)
-    assert manifest["source"] == {"kind": "png_slices", "location": str(source), "png_size": 32}
+    assert manifest["source"] == {
+        "kind": "png_slices",
+        "location": str(source),
+        "png_size": 32,
+        "labels": None,
+    }
+    assert manifest["conditions"] == {"slice_level": {"kind": "continuous", "range": [0.0, 1.0]}}
+    assert manifest["subject_metadata"] == {}
     assert manifest["counts"] == {"train": 6, "validate": 2, "test": 2}
     assert manifest["subjects"]["validate"] == ["OAS-case-004"]
     assert manifest["image_shape"] == [32, 32, 1]
@@ -100,6 +109,131 @@ def test_synthetic_goes_through_the_png_reader(tmp_path: Path) -> None:
     )
 
 
+# --- labels --------------------------------------------------------------------------------------
+
+LABELS = "case,Age,M/F,CDR,MMSE\n1,74,F,0,29\n2,81,M,1,20\n3,22,F,,\n4,77,M,0.5,26\n5,68,F,0,30\n"
+"""Labels of the five cases of the PNG fixtures (case 3 young: CDR and MMSE missing)."""
+
+
+def test_png_slices_with_a_labels_csv(png_folder: Callable[..., Path], tmp_path: Path) -> None:
+    source = png_folder(slices=2)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(LABELS + "9,50,M,0,30\n")  # a row without slices is fine
+    out = ingest(make_config(source=str(source), labels=str(labels)), tmp_path / "ds")
+    manifest = read_manifest(out)
+    assert manifest["source"]["labels"] == str(labels)
+    assert manifest["subject_metadata"]["OAS-case-002"] == {
+        "age": 81.0, "sex": "M", "cdr": 1.0, "mmse": 20.0,
+    }  # fmt: skip
+    assert manifest["subject_metadata"]["OAS-case-003"]["cdr"] is None
+    assert "OAS-case-009" not in manifest["subject_metadata"]
+    conditions = manifest["conditions"]
+    assert list(conditions) == ["slice_level", "age", "sex", "cdr", "mmse"]
+    assert conditions["cdr"] == {
+        "kind": "categorical",
+        "values": [0.0, 0.5, 1.0],
+        "counts": {
+            "train": {"0.0": 1, "0.5": 0, "1.0": 1},  # cases 1, 2 (3 has none)
+            "validate": {"0.0": 0, "0.5": 1, "1.0": 0},
+            "test": {"0.0": 1, "0.5": 0, "1.0": 0},
+        },
+    }
+    assert conditions["age"]["range"] == [22.0, 81.0]
+    assert conditions["mmse"]["counts"] == {"train": 2, "validate": 1, "test": 1}
+    frame = load_conditions(out, "train")
+    assert frame["sex"].tolist() == ["F", "F", "M", "M", "F", "F"]
+    assert frame["cdr"].tolist()[:4] == [0.0, 0.0, 1.0, 1.0] and frame["cdr"].isna().sum() == 2
+    unlabelled = ingest(make_config(source=str(source)), tmp_path / "plain")
+    assert read_manifest(unlabelled)["content_hash"] == manifest["content_hash"]  # same shards
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (LABELS.replace("4,77", "2,77"), r"line 5, column case: '2' again \(first on line 3\)"),
+        (LABELS.replace("81", "eighty"), r"line 3, column Age: 'eighty' is not a number"),
+        (LABELS.replace("M,1,20", "M,1.5,20"), r"line 3, column CDR: unknown CDR '1.5'"),
+        (LABELS.replace("77,M", "77,?"), r"line 5, column M/F: unknown sex '\?'"),
+        ("Age,M/F\n74,F\n", r"no 'case' column"),
+    ],
+)
+def test_bad_labels_stop_before_any_work(
+    png_folder: Callable[..., Path], tmp_path: Path, text: str, message: str
+) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text(text)
+    config = make_config(source=str(png_folder(slices=1)), labels=str(labels), on_bad_file="skip")
+    with pytest.raises(DataError, match=f"^{labels}: {message}"):
+        ingest(config, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_case_without_labels_is_an_error_or_skipped(
+    png_folder: Callable[..., Path], tmp_path: Path
+) -> None:
+    source = png_folder(slices=2)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(LABELS.replace("2,81,M,1,20\n", ""))
+    config = {"source": str(source), "labels": str(labels)}
+    with pytest.raises(
+        DataError,
+        match=rf"^{labels}: column case: no row for case 2 \(slices such as "
+        r"keras_png_slices_train/case_002_slice_0.nii.png\); .*on_bad_file: skip",
+    ):
+        ingest(make_config(**config), tmp_path / "ds")
+    out = ingest(make_config(**config, on_bad_file="skip"), tmp_path / "ds")
+    manifest = read_manifest(out)
+    assert manifest["subjects"]["train"] == ["OAS-case-001", "OAS-case-003"]
+    assert manifest["counts"]["train"] == 4
+    assert manifest["skipped"] == {
+        "count": 2,
+        "files": [
+            {"path": f"keras_png_slices_train/case_002_slice_{i}.nii.png",
+             "reason": f"case 2 has no row in {labels}"}
+            for i in (0, 1)
+        ],
+    }  # fmt: skip
+
+
+def test_labels_are_refused_for_raw_oasis1(
+    oasis1_disc: Callable[..., Path], tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text(LABELS)
+    with pytest.raises(DataError, match="data.labels: .* set data.oasis1.demographics"):
+        ingest(make_config(source=str(oasis1_disc()), labels=str(labels)), tmp_path / "ds")
+
+
+def test_synthetic_labels_go_through_the_labels_reader(tmp_path: Path) -> None:
+    synthetic = {"subjects": 12, "slices_per_subject": 2, "cdr_positive": 0.5}
+    split = {"train": 0.5, "validate": 0.25, "test": 0.25}
+    cfg = make_config(image_size=16, synthetic=synthetic, seed=3, split=split)
+    manifest = read_manifest(ingest(cfg, tmp_path / "ds"))
+    assert manifest["source"]["labels"] == "synthetic/labels.csv"
+    assert manifest["source"]["cdr_positive"] == 0.5
+    for subject, row in manifest["subject_metadata"].items():
+        label = sample_labels(3, int(subject.removeprefix("OAS-case-")), 0.5)
+        assert row == {"age": float(label.age), "sex": label.sex, "cdr": label.cdr}
+    assert len(manifest["subject_metadata"]) == 12
+    conditions = manifest["conditions"]
+    assert [conditions[name]["kind"] for name in ("slice_level", "age", "sex", "cdr")] == [
+        "continuous", "continuous", "categorical", "categorical",
+    ]  # fmt: skip
+    for split in SPLITS:
+        cdr = conditions["cdr"]["counts"][split]
+        assert sum(cdr.values()) == len(manifest["subjects"][split])
+        assert cdr["0.0"] > 0 and sum(cdr.values()) > cdr["0.0"]  # both classes in every split
+    # A labels CSV of the user's wins over the generator's.
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "case,age,group\n" + "".join(f"{c},{20 + c},g{c % 2}\n" for c in range(1, 13))
+    )
+    mine = make_config(image_size=16, synthetic=synthetic, seed=3, labels=str(labels))
+    manifest = read_manifest(ingest(mine, tmp_path / "mine"))
+    assert manifest["subject_metadata"]["OAS-case-007"] == {"age": 27.0, "group": "g1"}
+    assert list(manifest["conditions"]) == ["slice_level", "age", "group"]
+
+
 def test_segmentation_on_and_off(png_folder: Callable[..., Path], tmp_path: Path) -> None:
     source = str(png_folder(slices=1, segmentation=True))
     without = ingest(make_config(source=source), tmp_path / "off")
@@ -134,8 +268,38 @@ def test_oasis1_tarball_and_extracted_disc(
     assert sorted(s for split in SPLITS for s in manifest["subjects"][split]) == [
         f"OAS1_000{n}" for n in range(1, 6)
     ]
-    assert manifest["subject_metadata"]["OAS1_0001"]["Age"] == 74
-    assert manifest["subject_metadata"]["OAS1_0001"]["Delay"] is None
+    metadata = manifest["subject_metadata"]
+    assert metadata["OAS1_0001"] == {
+        "sex": "F", "hand": "R", "age": 74.0, "educ": 2.0, "ses": 3.0, "mmse": 29.0,
+        "cdr": 0.0, "etiv": 1344.0, "nwbv": 0.743, "asf": 1.306, "delay": None,
+    }  # fmt: skip
+    assert metadata["OAS1_0004"]["cdr"] == 0.0  # 28 years old, not rated: taken as 0
+    assert manifest["source"]["missing_cdr_under_60"] == 0.0
+    conditions = manifest["conditions"]
+    assert list(conditions) == [
+        "slice_level",
+        "sex",
+        "hand",
+        "age",
+        "educ",
+        "ses",
+        "mmse",
+        "cdr",
+        "etiv",
+        "nwbv",
+        "asf",
+    ]  # fmt: skip  (delay: null for every subject, so no condition)
+    assert conditions["cdr"]["values"] == [0.0, 0.5]
+    assert conditions["age"] == {
+        "kind": "continuous",
+        "range": [18.0, 74.0],
+        "counts": {split: len(manifest["subjects"][split]) for split in SPLITS},
+    }
+    assert sum(conditions["sex"]["counts"][split]["M"] for split in SPLITS) == 2
+    frame = load_conditions(extracted, "train")
+    assert list(frame.columns[:3]) == ["subject", "slice", "slice_level"]
+    for row in frame.itertuples():
+        assert row.age == metadata[row.subject]["age"] and row.cdr == metadata[row.subject]["cdr"]
     example = first_example(extracted)
     assert example["slice"].int64_list.value[0] == 4
     assert example["subject"].bytes_list.value[0].startswith(b"OAS1_")

@@ -55,10 +55,12 @@ class SplitFractions(Block):
 
 
 class SyntheticConfig(Block):
-    """Size of the built-in procedurally generated data set."""
+    """Size and labels of the built-in procedurally generated data set."""
 
-    subjects: Annotated[int, Field(ge=3, le=999)] = 40  # case numbers have three digits
-    slices_per_subject: PosInt = 24
+    subjects: Annotated[int, Field(ge=3, le=999)] = 120  # case numbers have three digits
+    slices_per_subject: PosInt = 8
+    cdr_positive: Fraction = 0.5
+    """Share of subjects with CDR > 0 (OASIS-1: 0.24); splits are stratified by CDR 0 / > 0."""
 
 
 class Oasis1Config(Block):
@@ -97,6 +99,9 @@ class DataConfig(Block):
     images_per_shard: PosInt = 4096
     workers: NonNegInt = 0
     """Decoding processes; 0 means one per CPU core."""
+    labels: Annotated[str, Field(min_length=1)] | None = None
+    """Path or gs:// URI of a CSV of subject labels keyed by case number (``case`` column) for
+    OASIS PNG slices; None: none (the synthetic source then uses its generator's own CSV)."""
     synthetic: SyntheticConfig = SyntheticConfig()
     oasis1: Oasis1Config = Oasis1Config()
 

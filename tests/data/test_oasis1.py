@@ -240,26 +240,87 @@ def test_splits_need_three_subjects() -> None:
         oasis1.assign_splits(["OAS1_0001", "OAS1_0002"], (0.8, 0.1, 0.1), 0, location="src")
 
 
-def test_demographics_are_read_with_nulls(demographics: Path) -> None:
-    rows = oasis1.read_demographics(demographics, location="csv")
+def test_demographics_are_read_under_canonical_names(demographics: Path) -> None:
+    table = oasis1.read_demographics(demographics, location="csv")
+    rows = table.rows
     assert sorted(rows) == [f"OAS1_000{n}" for n in range(1, 6)]
     assert rows["OAS1_0001"] == {
-        "M/F": "F",
-        "Hand": "R",
-        "Age": 74,
-        "Educ": 2.0,
-        "SES": 3.0,
-        "MMSE": 29.0,
-        "CDR": 0.0,
-        "eTIV": 1344,
-        "nWBV": 0.743,
-        "ASF": 1.306,
-        "Delay": None,
+        "sex": "F",
+        "hand": "R",
+        "age": 74.0,
+        "educ": 2.0,
+        "ses": 3.0,
+        "mmse": 29.0,
+        "cdr": 0.0,
+        "etiv": 1344.0,
+        "nwbv": 0.743,
+        "asf": 1.306,
+        "delay": None,
     }
-    assert rows["OAS1_0004"]["MMSE"] is None and rows["OAS1_0004"]["SES"] is None
+    assert rows["OAS1_0003"]["cdr"] == 0.5
+    assert rows["OAS1_0004"]["mmse"] is None and rows["OAS1_0004"]["ses"] is None
+    assert table.kinds == {
+        "sex": "categorical",
+        "hand": "categorical",
+        "age": "continuous",
+        "educ": "continuous",
+        "ses": "continuous",
+        "mmse": "continuous",
+        "cdr": "categorical",
+        "etiv": "continuous",
+        "nwbv": "continuous",
+        "asf": "continuous",
+        "delay": "continuous",
+    }
 
 
-def test_demographics_without_id_column_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(DataError, match="csv: no ID column"):
+def test_missing_cdr_is_0_under_60_only(tmp_path: Path) -> None:
+    path = tmp_path / "oasis.csv"
+    path.write_text(
+        "ID,M/F,Age,CDR\n"
+        "OAS1_0001_MR1,F,28,\n"  # young, never rated: 0
+        "OAS1_0002_MR1,M,59,\n"
+        "OAS1_0003_MR1,F,60,\n"  # 60 and over: unknown stays unknown
+        "OAS1_0004_MR1,M,,\n"
+        "OAS1_0005_MR1,M,80,1\n"
+        "OAS1_0005_MR2,M,80,1\n"  # the reliability rescan is not a second subject
+    )
+    rows = oasis1.read_demographics(path, location="csv").rows
+    assert {s: r["cdr"] for s, r in rows.items()} == {
+        "OAS1_0001": 0.0,
+        "OAS1_0002": 0.0,
+        "OAS1_0003": None,
+        "OAS1_0004": None,
+        "OAS1_0005": 1.0,
+    }
+    assert oasis1.cdr_class(rows["OAS1_0001"]) == "0"
+    assert oasis1.cdr_class(rows["OAS1_0003"]) == "unknown"
+    assert oasis1.cdr_class(rows["OAS1_0005"]) == "positive"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a,b\n1,2\n", r"csv: no 'ID' column"),
+        ("ID,CDR\nOAS1_0001_MR1,0\nOAS1_0001_MR1,1\n", r"csv: line 3, column ID: .* again"),
+        ("ID,CDR\nOAS1_0001_MR1,4\n", r"csv: line 2, column CDR: unknown CDR '4'"),
+        ("ID,M/F\nOAS1_0001_MR1,W\n", r"csv: line 2, column M/F: unknown sex 'W'"),
+        ("ID,Age\nOAS1_0001_MR1,old\n", r"csv: line 2, column Age: 'old' is not a number"),
+    ],
+)
+def test_bad_demographics_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "bad.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
         oasis1.read_demographics(tmp_path / "bad.csv", location="csv")
+
+
+def test_splits_stratified_by_cdr_class() -> None:
+    subjects = [f"OAS1_{n:04d}" for n in range(1, 41)]
+    strata = {s: ("positive" if i % 4 == 0 else "0") for i, s in enumerate(subjects)}
+    splits = oasis1.assign_splits(subjects, (0.8, 0.1, 0.1), 3, location="src", strata=strata)
+    for split in ("train", "validate", "test"):
+        classes = {strata[s] for s, where in splits.items() if where == split}
+        assert classes == {"0", "positive"}, split
+    assert splits == oasis1.assign_splits(
+        subjects, (0.8, 0.1, 0.1), 3, location="src", strata=strata
+    )

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
+from oasis_vqvae.data.labels import read_case_labels
 from oasis_vqvae.data.synthetic import (
+    LABELS_FILE,
     SPLIT_DIRS,
+    SubjectAnatomy,
+    SubjectLabels,
     generate_subject_slices,
     render_slice,
+    sample_labels,
     sample_subject,
     split_subjects,
     write_synthetic_oasis,
 )
 
 NAME = re.compile(r"case_(\d{3})_slice_(\d+)\.nii\.png")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _slice(subject: int, level: float, size: int = 128, seed: int = 0) -> np.ndarray:
@@ -149,14 +157,21 @@ def test_ventricles_vary_between_subjects_and_levels() -> None:
     assert dark.max() > 1.6 * dark.min()
     assert dark[np.argmax(scale)] > dark[np.argmin(scale)]
     assert np.corrcoef(scale, dark)[0, 1] > 0.7
-    # no ventricles near the top of the brain
-    assert dark_centre(1, 0.9) < 0.25 * dark_centre(1, 0.5)
+    # no ventricles near the top of the brain: larger ones darken the middle level only
+    anatomy = sample_subject(0, 1)
+    wider = dataclasses.replace(anatomy, ventricle_scale=2 * anatomy.ventricle_scale)
+
+    def dark(subject: SubjectAnatomy, level: float) -> int:
+        return int((render_slice(subject, level, 128, np.random.default_rng(0))[centre] < 70).sum())
+
+    assert dark(wider, 0.5) > 1.3 * dark(anatomy, 0.5)
+    assert dark(wider, 0.9) == dark(anatomy, 0.9)
 
 
 def test_write_synthetic_oasis_layout(tmp_path: Path) -> None:
     root = write_synthetic_oasis(tmp_path, subjects=5, slices_per_subject=3, image_size=32, seed=0)
     assert root == tmp_path
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(SPLIT_DIRS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*SPLIT_DIRS, LABELS_FILE])
     assert SPLIT_DIRS == (
         "keras_png_slices_train",
         "keras_png_slices_validate",
@@ -218,3 +233,133 @@ def test_render_and_generate_reject_bad_arguments() -> None:
         generate_subject_slices(0, 1, 0, 32)
     with pytest.raises(ValueError):
         sample_subject(-3, 1)
+
+
+# --- labels and the anatomy that follows them ----------------------------------------------------
+
+
+def _labels(count: int, seed: int = 0, share: float = 0.24) -> list[SubjectLabels]:
+    return [sample_labels(seed, s, share) for s in range(1, count + 1)]
+
+
+def _auc(negatives: np.ndarray, positives: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties half: the ROC AUC of a single feature."""
+    diff = positives[:, None] - negatives[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+
+
+def test_labels_have_oasis1_frequencies() -> None:
+    labels = _labels(4000)
+    age = np.array([label.age for label in labels])
+    cdr = np.array([label.cdr for label in labels])
+    female = np.mean([label.sex == "F" for label in labels])
+    assert age.min() >= 18 and age.max() <= 96
+    assert abs(female - 0.62) < 0.03
+    assert abs((cdr > 0).mean() - 100 / 416) < 0.03
+    graded = cdr[cdr > 0]
+    assert set(np.unique(cdr)) <= {0.0, 0.5, 1.0, 2.0}
+    assert abs((graded == 0.5).mean() - 0.7) < 0.05 and abs((graded == 1.0).mean() - 0.28) < 0.05
+    assert age[cdr > 0].min() >= 62  # dementia only in the old, as in OASIS-1
+    assert abs((age[cdr == 0] < 60).mean() - 181 / 316) < 0.04  # the young are all CDR 0
+    assert 70 < age[cdr > 0].mean() < 85
+
+
+def test_cdr_positive_share_and_determinism() -> None:
+    labels = _labels(2000, share=0.5)
+    assert abs(np.mean([label.cdr > 0 for label in labels]) - 0.5) < 0.04
+    assert sample_labels(3, 7, 0.5) == sample_labels(3, 7, 0.5)
+    assert _labels(50, seed=1) != _labels(50, seed=2)
+    with pytest.raises(ValueError, match="cdr_positive"):
+        sample_labels(0, 1, 1.5)
+
+
+def test_anatomy_follows_age_cdr_and_sex() -> None:
+    labels = _labels(2000, share=0.4)
+    anatomy = [sample_subject(0, s, label) for s, label in enumerate(labels, start=1)]
+    age = np.array([label.age for label in labels])
+    cdr = np.array([label.cdr for label in labels])
+    male = np.array([label.sex == "M" for label in labels])
+
+    def field(name: str) -> np.ndarray:
+        return np.array([getattr(a, name) for a in anatomy])
+
+    ventricles, csf, sulci, cortex = (
+        field(n) for n in ("ventricle_scale", "csf_gap", "sulcus_width", "cortex")
+    )
+    healthy = cdr == 0
+    by_age = [(age >= lo) & (age < hi) & healthy for lo, hi in ((18, 35), (35, 65), (65, 97))]
+    for feature, sign in ((ventricles, 1), (csf, 1), (sulci, 1), (cortex, -1)):
+        means = [sign * feature[group].mean() for group in by_age]
+        assert means[0] < means[1] < means[2]  # atrophy with age
+        old = age >= 65
+        grades = [sign * feature[old & (cdr == grade)].mean() for grade in (0.0, 0.5, 1.0)]
+        assert grades[0] < grades[1] < grades[2]  # and more with CDR
+    head = field("head_radius")
+    assert head[male].mean() > 1.02 * head[~male].mean()
+    # No label is read off one measure: the classes overlap.
+    old = age >= 65
+    assert 0.65 < _auc(ventricles[old & healthy], ventricles[old & (cdr > 0)]) < 0.95
+    assert 0.75 < _auc(head[~male], head[male]) < 0.95
+
+
+def test_rendered_slices_show_the_atrophy_and_head_size() -> None:
+    labels = _labels(60, seed=4, share=0.5)
+    x, y = _coords(64)
+    inner = np.hypot(x, y / 1.15) < 0.5
+    csf, head, age, cdr, male = [], [], [], [], []
+    for subject, label in enumerate(labels, start=1):
+        stack = generate_subject_slices(4, subject, 8, 64, label)
+        middle = stack[3:6]  # around the ventricles
+        csf.append(((middle < 80) & inner).mean())
+        head.append((stack[3] > 0).sum())  # the background outside the head is exactly 0
+        age.append(label.age)
+        cdr.append(label.cdr)
+        male.append(label.sex == "M")
+    csf, head, age, cdr, male = map(np.array, (csf, head, age, cdr, male))
+    assert np.corrcoef(age, csf)[0, 1] > 0.5
+    old = age >= 60
+    assert csf[old & (cdr > 0)].mean() > csf[old & (cdr == 0)].mean() > csf[~old].mean()
+    assert head[male].mean() > head[~male].mean()
+
+
+def test_labels_csv_is_written_as_a_user_would(tmp_path: Path) -> None:
+    write_synthetic_oasis(
+        tmp_path, subjects=6, slices_per_subject=1, image_size=16, seed=2, cdr_positive=0.5
+    )
+    text = (tmp_path / LABELS_FILE).read_text()
+    assert text.splitlines()[0] == "case,age,sex,cdr"
+    table = read_case_labels(tmp_path / LABELS_FILE, location=LABELS_FILE)
+    assert sorted(table.rows, key=int) == [str(s) for s in range(1, 7)]
+    for case, row in table.rows.items():
+        label = sample_labels(2, int(case), 0.5)
+        assert row == {"age": float(label.age), "sex": label.sex, "cdr": label.cdr}
+
+
+def test_stratified_split_keeps_subjects_apart_and_classes_everywhere() -> None:
+    strata = [s % 3 == 0 for s in range(1, 41)]  # 13 of one class, 27 of the other
+    groups = split_subjects(40, 5, (0.8, 0.1, 0.1), strata)
+    assert sorted(s for group in groups for s in group) == list(range(1, 41))
+    for group in groups:
+        assert {strata[s - 1] for s in group} == {True, False}
+    assert groups == split_subjects(40, 5, (0.8, 0.1, 0.1), strata)
+    # Classes too small to reach every split: the split ignores them rather than leave one empty.
+    tiny = split_subjects(6, 0, (0.8, 0.1, 0.1), [True, True, True, False, False, False])
+    assert tiny == split_subjects(6, 0, (0.8, 0.1, 0.1))
+    with pytest.raises(ValueError, match="strata"):
+        split_subjects(6, 0, (0.8, 0.1, 0.1), [True])
+
+
+def test_demo_params_give_every_split_both_cdr_classes() -> None:
+    data = yaml.safe_load((REPO / "params.yaml").read_text())["data"]
+    synthetic, split = data["synthetic"], data["split"]
+    count, seed = synthetic["subjects"], data["seed"]
+    labels = [sample_labels(seed, s, synthetic["cdr_positive"]) for s in range(1, count + 1)]
+    fractions = (split["train"], split["validate"], split["test"])
+    groups = split_subjects(count, seed, fractions, [label.cdr > 0 for label in labels])
+    for group in groups:
+        positive = sum(labels[s - 1].cdr > 0 for s in group)
+        assert 0.3 * len(group) <= positive <= 0.7 * len(group)
+    assert len(groups[2]) >= 10  # the downstream classifiers score test subjects
+    levels = np.linspace(0.1, 0.9, synthetic["slices_per_subject"])
+    assert levels[0] <= 0.15 and levels[-1] >= 0.85  # posterior fossa to near the vertex
+    assert count * synthetic["slices_per_subject"] <= 1000  # the demo's time budget

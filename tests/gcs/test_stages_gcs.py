@@ -29,6 +29,21 @@ def test_ingest_from_a_gs_folder_gives_the_local_folder_dataset(bucket, png_fold
     assert manifest["counts"] == {"train": 6, "validate": 2, "test": 2}
 
 
+def test_labels_csv_from_gs(bucket, png_folder, tmp_path):
+    local = png_folder(slices=1)
+    rows = "".join(
+        f"{case},{60 + case},{'FM'[case % 2]},{0.5 * (case % 2)}\n" for case in range(1, 6)
+    )
+    bucket.blob("oasis/labels.csv").upload_from_string("case,age,sex,cdr\n" + rows)
+    uri = f"gs://{bucket.name}/oasis/labels.csv"
+    manifest = read_manifest(
+        write_dataset(make_config(source=str(local), labels=uri), tmp_path / "gcs")
+    )
+    assert manifest["source"]["labels"] == uri
+    assert manifest["subject_metadata"]["OAS-case-003"] == {"age": 63.0, "sex": "M", "cdr": 0.5}
+    assert manifest["conditions"]["cdr"]["values"] == [0.0, 0.5]
+
+
 def test_ingest_from_a_gs_zip(bucket, png_zip, png_folder, tmp_path):
     archive = png_zip(slices=2)
     assert zipfile.is_zipfile(archive)

@@ -83,7 +83,14 @@ def test_extract_codes_covers_every_split(run_dir, tiny_dataset):
         conditions = pd.read_csv(run_dir / "codes" / f"{split}_conditions.csv")
         assert len(conditions) == len(codes)
         assert conditions["slice_level"].between(0, 1).all()
-    assert codes_json["conditions"]["slice_level"]["kind"] == "continuous"
+        # Each grid keeps its subject's labels (the synthetic generator's age, sex and CDR).
+        assert list(conditions.columns) == ["subject", "slice", "slice_level", "age", "sex", "cdr"]
+        assert conditions["subject"].unique().tolist() == manifest["subjects"][split]
+        for row in conditions.itertuples():
+            labels = manifest["subject_metadata"][row.subject]
+            assert (row.age, row.sex, row.cdr) == (labels["age"], labels["sex"], labels["cdr"])
+    assert codes_json["conditions"] == manifest["conditions"]
+    assert list(codes_json["conditions"]) == ["slice_level", "age", "sex", "cdr"]
     assert (run_dir / "codes" / "usage.png").exists()
 
 

@@ -23,7 +23,6 @@ extracts only the needed tarball members, :func:`slice_volume` is the worker (no
 from __future__ import annotations
 
 import logging
-import math
 import re
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ from nibabel.orientations import aff2axcodes, apply_orientation, io_orientation
 from PIL import Image
 from tqdm.auto import tqdm
 
+from oasis_vqvae.data import labels
 from oasis_vqvae.data.png_slices import encode_png
 from oasis_vqvae.data.shards import SPLITS, BadFile, Record
 from oasis_vqvae.data.synthetic import split_subjects
@@ -43,6 +43,9 @@ from oasis_vqvae.errors import DataError
 
 log = logging.getLogger(__name__)
 
+YOUNG_AGE = 60
+YOUNG_CDR = 0.0
+"""CDR given to subjects under :data:`YOUNG_AGE` whose CDR is missing (never rated: healthy)."""
 SESSION = re.compile(r"OAS1_(\d{4})_MR1")
 """First-session folder; OAS1_XXXX_MR2 (the reliability rescans) would duplicate subjects."""
 VOLUME_FOLDER = ("PROCESSED", "MPRAGE", "T88_111")
@@ -152,38 +155,37 @@ def _check_tarball(tarball: Path, where: str) -> None:
         raise DataError(f"{where}: not a readable tar archive ({err})") from None
 
 
-def read_demographics(csv: Path, *, location: str) -> dict[str, dict[str, Any]]:
-    """Subject id -> its row of ``oasis_cross-sectional.csv`` (ID dropped, NaN -> None).
+def read_demographics(csv: Path, *, location: str) -> labels.Labels:
+    """Subject id -> its attributes from ``oasis_cross-sectional.csv``, under canonical names.
 
-    Columns are kept as they are (ID, M/F, Hand, Age, Educ, SES, MMSE, CDR, eTIV, nWBV, ASF,
-    Delay in the real file); only first sessions (``OAS1_XXXX_MR1``) are used.
+    The real file's columns ID, M/F, Hand, Age, Educ, SES, MMSE, CDR, eTIV, nWBV, ASF, Delay
+    become ``sex`` (F/M), ``hand``, ``age``, ``educ``, ``ses``, ``mmse``, ``cdr``, ``etiv``,
+    ``nwbv``, ``asf``, ``delay`` (see `oasis_vqvae.data.labels`; missing values are None).
+    Only first sessions (``OAS1_XXXX_MR1``) are used. OASIS-1 rated CDR only from age 60
+    (the younger subjects were recruited as nondemented): a missing CDR of a subject under
+    60 is read as :data:`YOUNG_CDR` (0); over 60 it stays None.
 
     Raises:
-        DataError: the file cannot be read as CSV or has no ID column.
+        DataError: unreadable, no ID column, a first session twice, a bad value.
     """
-    import pandas as pd  # only the parent needs pandas; workers import this module too
 
-    try:
-        table = pd.read_csv(csv)
-    except (OSError, ValueError) as err:  # ParserError, EmptyDataError, UnicodeDecodeError
-        raise DataError(f"{location}: not a readable CSV file ({err})") from None
-    if "ID" not in table.columns:
-        raise DataError(f"{location}: no ID column; expected oasis_cross-sectional.csv")
-    rows: dict[str, dict[str, Any]] = {}
-    for row in table.to_dict(orient="records"):
-        match = SESSION.fullmatch(str(row.pop("ID")).strip())
-        if match is not None:
-            rows[subject_id(match[1])] = {str(key): _plain(value) for key, value in row.items()}
-    return rows
+    def key(cell: str, line: int) -> str | None:
+        match = SESSION.fullmatch(cell)
+        return subject_id(match[1]) if match else None
+
+    table = labels.read_labels(csv, location=location, key_column="ID", key=key)
+    if "cdr" in table.kinds:
+        for row in table.rows.values():
+            age = row.get("age")
+            if row["cdr"] is None and age is not None and age < YOUNG_AGE:
+                row["cdr"] = YOUNG_CDR
+    return table
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-ready scalar: NaN and other missing values -> None, NumPy scalars -> Python."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
+def cdr_class(attributes: dict[str, Any] | None) -> str:
+    """``"0"``, ``"positive"`` (CDR > 0) or ``"unknown"``: the strata of the subject split."""
+    cdr = (attributes or {}).get("cdr")
+    return "unknown" if cdr is None else ("0" if cdr == 0 else "positive")
 
 
 # --- finding the volumes (parent, inside the temporary output) -----------------------------------
@@ -333,9 +335,17 @@ def _where(root: Path, tarball: Path, location: str) -> str:
 
 
 def assign_splits(
-    subjects: list[str], fractions: tuple[float, float, float], seed: int, *, location: str
+    subjects: list[str],
+    fractions: tuple[float, float, float],
+    seed: int,
+    *,
+    location: str,
+    strata: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Subject -> split, at random from ``seed`` but deterministic; every split gets a subject.
+
+    With ``strata`` (subject -> class, e.g. :func:`cdr_class`) each class is split on its
+    own (see `oasis_vqvae.data.synthetic.split_subjects`).
 
     Raises:
         DataError: fewer than 3 subjects.
@@ -346,7 +356,8 @@ def assign_splits(
             "need at least 3 (one per split)"
         )
     ordered = sorted(subjects)
-    groups = split_subjects(len(ordered), seed, fractions)
+    classes = None if strata is None else [strata.get(subject, "") for subject in ordered]
+    groups = split_subjects(len(ordered), seed, fractions, classes)
     return {
         ordered[number - 1]: split
         for split, group in zip(SPLITS, groups, strict=True)

@@ -81,6 +81,11 @@ def subject_id(case: str) -> str:
     return f"OAS-case-{case}"
 
 
+def case_number(subject: str) -> int:
+    """``"OAS-case-007"`` -> ``7``: the key of the subject's row in a ``data.labels`` CSV."""
+    return int(subject.removeprefix("OAS-case-"))
+
+
 # --- listing (parent, cheap) ---------------------------------------------------------------------
 
 

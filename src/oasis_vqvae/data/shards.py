@@ -22,7 +22,9 @@ Records are ordered by split, subject and slice, so the same input gives byte-id
 ``manifest.json`` holds ``format_version``; ``source`` (kind, location, parameters);
 ``image_shape`` [H, W, 1] and ``dtype`` uint8; ``value_range`` [min, max] over all stored
 pixels; ``segmentation``; per split ``counts``, ``shards`` and ``subjects``;
-``subject_metadata`` (OASIS-1 demographics, NaN as null); ``skipped`` (count and
+``subject_metadata`` (each subject's attributes under canonical names, missing as null:
+`oasis_vqvae.data.labels`); ``conditions`` (each attribute's kind, values or range and
+counts per split: `oasis_vqvae.data.conditions`); ``skipped`` (count and
 path + reason of each skipped file); ``features``; and ``content_hash``: ``sha256:`` over the
 shards in split then index order, each preceded by ``SPLIT-IIIII`` and a NUL byte
 (:func:`content_hash` recomputes it). No timestamps: it is as deterministic as the shards.
@@ -160,6 +162,11 @@ class DatasetWriter:
         self._close_shard()
         self._hasher.cancel()
 
+    @property
+    def subjects(self) -> dict[str, list[str]]:
+        """Split -> subject ids written so far, in order."""
+        return {split: list(state.subjects) for split, state in self._splits.items()}
+
     def add(self, record: Record) -> None:
         """Append one record; starts a new shard when the split changes or the shard is full."""
         index = SPLITS.index(record.split)
@@ -191,8 +198,12 @@ class DatasetWriter:
         source: dict[str, Any],
         skipped: list[BadFile],
         subject_metadata: dict[str, dict[str, Any]] | None = None,
+        conditions: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Close the shards, give them their final names, write and return ``manifest.json``.
+
+        ``conditions`` describes the slice level and subject attributes (see
+        `oasis_vqvae.data.conditions`); None: the slice level only.
 
         Raises:
             DataError: a split ended up without any image (e.g. all its files were skipped).
@@ -223,6 +234,8 @@ class DatasetWriter:
                 for subject in subjects[split]
                 if subject in metadata
             },
+            "conditions": conditions
+            or {"slice_level": {"kind": "continuous", "range": [0.0, 1.0]}},
             "skipped": {"count": len(skipped), "files": [bad._asdict() for bad in skipped]},
             "features": _feature_doc(self.segmentation, self.slice_levels),
             "content_hash": digest,

@@ -34,14 +34,30 @@ images are anti-aliased without supersampling; the grey/white boundary is softer
 smooth multiplicative bias field and Rician noise finish the image, which is quantised
 to 8 bits on a black background.
 
-Randomness: the anatomy of subject ``s`` comes from ``default_rng([seed, s])`` and the
-noise of its slice ``i`` from ``default_rng([seed, s, i, 1])``, so a slice never depends
-on how many other subjects or slices are generated.
+Labels
+------
+Every subject has an age (18-96 years), a sex and a Clinical Dementia Rating (CDR 0, 0.5,
+1 or 2), drawn like OASIS-1's (:func:`sample_labels`): about 62% women; CDR > 0 only from
+age 62 up, its grades in OASIS-1's proportions (70 : 28 : 2 for 0.5 : 1 : 2); subjects with
+CDR 0 are young (18-59, 57% of them, as OASIS-1's 181 of 316) or old (60-96). The share of
+subjects with CDR > 0 is a parameter (OASIS-1: 100 of 416, 0.24); the demo raises it so
+that every split has enough of both classes. The anatomy follows the labels as in life: a
+per-subject atrophy grows with age (faster after 60) and more with CDR, plus a spread of
+its own; it widens the ventricles, the sulci and the CSF around the brain and thins the
+cortex, each with some independent spread, so no single pixel tells a label. Men's heads
+are about 3.5% wider on average (sd 2%). :func:`write_synthetic_oasis` writes the labels as
+a user would supply them: ``labels.csv`` with columns ``case,age,sex,cdr``.
+
+Randomness: the labels of subject ``s`` come from ``default_rng([seed, s, 3])``, its anatomy
+from ``default_rng([seed, s])`` (given its labels) and the noise of its slice ``i`` from
+``default_rng([seed, s, i, 1])``, so a slice never depends on how many other subjects or
+slices are generated.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +79,62 @@ MAX_SUBJECTS = 999
 
 _NOISE_STREAM = 1  # last SeedSequence word of the per-slice noise generators
 _SPLIT_STREAM = 2  # SeedSequence word of the subject-to-split shuffle
+_LABEL_STREAM = 3  # last SeedSequence word of the per-subject labels
+
+LABELS_FILE = "labels.csv"
+"""The labels :func:`write_synthetic_oasis` writes beside the split folders."""
+LABEL_COLUMNS = ("case", "age", "sex", "cdr")
+FEMALE_SHARE = 0.62
+"""OASIS-1: 256 women of 416 subjects."""
+CDR_POSITIVE_SHARE = 0.24
+"""OASIS-1's share of subjects with CDR > 0 (100 of 416); the default of :func:`sample_labels`."""
+CDR_GRADES = ((0.5, 70.0), (1.0, 28.0), (2.0, 2.0))
+"""CDR > 0 grades and their OASIS-1 counts."""
+YOUNG_SHARE = 181 / 316
+"""Of OASIS-1's subjects with CDR 0, the share under 60 (never rated there: taken as 0)."""
+_CDR_ATROPHY = {0.0: 0.0, 0.5: 0.16, 1.0: 0.28, 2.0: 0.4}
+"""Atrophy added by each CDR grade, on top of the age's (0 young .. about 0.6 at 90)."""
+
+
+@dataclass(frozen=True)
+class SubjectLabels:
+    """What the labels CSV says about one subject."""
+
+    age: int
+    """Years, 18-96."""
+    sex: str
+    """``F`` or ``M``."""
+    cdr: float
+    """0, 0.5, 1 or 2."""
+
+
+def sample_labels(
+    seed: int, subject: int, cdr_positive: float = CDR_POSITIVE_SHARE
+) -> SubjectLabels:
+    """Draw the age, sex and CDR of ``subject``; the same arguments give the same labels.
+
+    ``cdr_positive`` is the probability of CDR > 0 (OASIS-1: 0.24).
+    """
+    _check_seed(seed, subject)
+    if not 0.0 <= cdr_positive <= 1.0:
+        raise ValueError(f"cdr_positive must be in [0, 1], got {cdr_positive}")
+    rng = np.random.default_rng([seed, subject, _LABEL_STREAM])
+    positive, young, female = rng.random(3) < (cdr_positive, YOUNG_SHARE, FEMALE_SHARE)
+    grades, weights = np.array(CDR_GRADES).T
+    cdr = float(rng.choice(grades, p=weights / weights.sum())) if positive else 0.0
+    if positive:  # OASIS-1's demented subjects: 62-96, mean about 77
+        age = 62.0 + 34.0 * rng.beta(2.4, 2.6)
+    elif young:  # most of the young are students: 18-30, a tail up to 59
+        age = 18.0 + 41.0 * rng.beta(0.8, 1.8)
+    else:
+        age = 60.0 + 36.0 * rng.beta(2.2, 2.6)
+    return SubjectLabels(age=int(round(age)), sex="F" if female else "M", cdr=cdr)
+
+
+def atrophy_of(labels: SubjectLabels, spread: float) -> float:
+    """Atrophy (0 none .. about 1.1) from age and CDR; ``spread`` is the subject's own share."""
+    aging = 0.62 * min(max((labels.age - 20.0) / 70.0, 0.0), 1.0) ** 1.6
+    return float(np.clip(aging + _CDR_ATROPHY[labels.cdr] + spread, 0.0, 1.15))
 
 
 @dataclass(frozen=True)
@@ -96,26 +168,33 @@ class SubjectAnatomy:
     sulcus_field: tuple[tuple[float, float, float, float, float], ...]
     """(amplitude, kx, ky, kz, phase) plane waves of a smooth 3-D field bending the sulci."""
     ventricle_scale: float
-    """Size of the lateral ventricles; about 0.7 (young) to 2.2 (strong atrophy)."""
+    """Size of the lateral ventricles; about 0.75 (young) to 2.5 (strong atrophy)."""
     ventricle_asymmetry: float
     intensities: tuple[float, float, float, float, float, float]
     """Mean 8-bit intensity of CSF, grey matter, white matter, scalp fat, bone, deep grey."""
     noise_sigma: float
     bias: tuple[float, float, float, float, float]
     """Log bias field coefficients of x, y, x*y, x^2, y^2."""
+    atrophy: float = 0.0
+    """The subject's atrophy (0 none .. about 1.1) that set csf_gap, cortex, sulci, ventricles."""
 
 
-def sample_subject(seed: int, subject: int) -> SubjectAnatomy:
-    """Draw the anatomy of ``subject``; the same (seed, subject) always gives the same one."""
+def sample_subject(seed: int, subject: int, labels: SubjectLabels | None = None) -> SubjectAnatomy:
+    """Draw the anatomy of ``subject`` given its ``labels`` (default: :func:`sample_labels`).
+
+    The same (seed, subject, labels) always give the same anatomy.
+    """
     _check_seed(seed, subject)
+    labels = sample_labels(seed, subject) if labels is None else labels
     rng = np.random.default_rng([seed, subject])
-    atrophy = float(rng.beta(1.6, 2.6))
+    atrophy = atrophy_of(labels, float(rng.normal(0.0, 0.07)))
     n_sulci = int(rng.integers(34, 46))
     wm = rng.uniform(190.0, 225.0)
+    head = rng.normal(0.793 if labels.sex == "M" else 0.766, 0.016)
     return SubjectAnatomy(
         center=(float(rng.normal(0.0, 0.015)), float(rng.normal(0.0, 0.015))),
         rotation=float(np.deg2rad(rng.normal(0.0, 3.0))),
-        head_radius=float(rng.uniform(0.74, 0.82)),
+        head_radius=float(np.clip(head, 0.73, 0.82)),  # 0.82 x aspect 1.2 still fits
         aspect=float(rng.uniform(1.10, 1.20)),
         outline=tuple(
             (float(rng.uniform(0.0, 0.025 / k)), float(rng.uniform(0, 2 * np.pi)))
@@ -137,7 +216,7 @@ def sample_subject(seed: int, subject: int) -> SubjectAnatomy:
         sulcus_depths=_sample_sulcus_depths(rng, n_sulci),
         sulcus_width=float(0.003 + 0.009 * atrophy + rng.uniform(0.0, 0.002)),
         sulcus_field=_sample_waves(rng, count=8, amplitude=2.2, wavelength=0.28),
-        ventricle_scale=float(0.7 + 1.5 * atrophy + rng.uniform(0.0, 0.2)),
+        ventricle_scale=float((0.75 + 1.5 * atrophy) * math.exp(rng.normal(0.0, 0.12))),
         ventricle_asymmetry=float(rng.normal(0.0, 0.06)),
         intensities=(
             float(rng.uniform(25.0, 50.0)),
@@ -149,6 +228,7 @@ def sample_subject(seed: int, subject: int) -> SubjectAnatomy:
         ),
         noise_sigma=float(rng.uniform(1.0, 3.0)),
         bias=tuple(float(b) for b in rng.normal(0.0, [0.08, 0.08, 0.06, 0.05, 0.05])),
+        atrophy=atrophy,
     )
 
 
@@ -199,15 +279,20 @@ def _render(
     return np.where(_ramp(head - r, edge) > 0, noisy, 0).astype(np.uint8)
 
 
-def generate_subject_slices(seed: int, subject: int, slices: int, image_size: int) -> np.ndarray:
+def generate_subject_slices(
+    seed: int, subject: int, slices: int, image_size: int, labels: SubjectLabels | None = None
+) -> np.ndarray:
     """Return ``slices`` axial slices (uint8, shape (slices, H, W)) of one synthetic subject.
 
-    Levels are spread evenly over the central 80% of the brain, bottom to top.
+    Levels are spread evenly over the central 80% of the brain, bottom to top: from the
+    posterior fossa (level 0.1) to near the vertex (0.9); slice ``i`` of ``n`` is at level
+    ``0.1 + 0.8 i / (n - 1)``, so its rank-based slice level ``i / (n - 1)`` is exact.
+    ``labels`` default to :func:`sample_labels` of (seed, subject).
     """
     if slices < 1:
         raise ValueError(f"slices must be at least 1, got {slices}")
     _check_image_size(image_size)
-    anatomy = sample_subject(seed, subject)
+    anatomy = sample_subject(seed, subject, labels)
     frame = _Frame.build(anatomy, image_size)  # shared: it does not depend on the level
     levels = np.linspace(*LEVEL_RANGE, slices) if slices > 1 else np.array([0.5])
     out = np.empty((slices, image_size, image_size), dtype=np.uint8)
@@ -218,13 +303,39 @@ def generate_subject_slices(seed: int, subject: int, slices: int, image_size: in
 
 
 def split_subjects(
-    subjects: int, seed: int, split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    subjects: int,
+    seed: int,
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    strata: Sequence[Hashable] | None = None,
 ) -> tuple[list[int], list[int], list[int]]:
-    """Assign subject numbers 1..``subjects`` to (train, validate, test), every split non-empty."""
+    """Assign subject numbers 1..``subjects`` to (train, validate, test), every split non-empty.
+
+    With ``strata`` (one class per subject, ``strata[s - 1]`` for subject ``s``) each class
+    is split by the fractions on its own, and every split gets a member of every class
+    that should have half a member or more there (rarer classes go where the rounding puts
+    them). If that would leave a split empty, the split ignores the classes.
+    """
     _check_split(subjects, split_fractions)
     _check_seed(seed, 0)
+    rng = np.random.default_rng([seed, _SPLIT_STREAM])
+    if strata is not None:
+        if len(strata) != subjects:
+            raise ValueError(f"strata has {len(strata)} entries for {subjects} subjects")
+        groups: tuple[list[int], list[int], list[int]] = ([], [], [])
+        for stratum in sorted(set(strata), key=repr):
+            members = np.array([s + 1 for s, k in enumerate(strata) if k == stratum])
+            enough = len(members) >= 3 and len(members) * min(split_fractions) >= 0.5
+            counts = _split_counts(len(members), split_fractions, at_least_one=enough)
+            order = [int(s) for s in rng.permutation(members)]
+            for group, start, stop in zip(
+                groups, np.cumsum([0, *counts[:-1]]), np.cumsum(counts), strict=True
+            ):
+                group.extend(order[start:stop])
+        if all(groups):
+            return tuple(sorted(group) for group in groups)  # type: ignore[return-value]
+        rng = np.random.default_rng([seed, _SPLIT_STREAM])
     counts = _split_counts(subjects, split_fractions)
-    order = np.random.default_rng([seed, _SPLIT_STREAM]).permutation(subjects) + 1
+    order = rng.permutation(subjects) + 1
     train, validate = counts[0], counts[0] + counts[1]
     cases = [int(s) for s in order]
     return sorted(cases[:train]), sorted(cases[train:validate]), sorted(cases[validate:])
@@ -238,28 +349,47 @@ def write_synthetic_oasis(
     image_size: int,
     seed: int,
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    cdr_positive: float = CDR_POSITIVE_SHARE,
 ) -> Path:
     """Write a synthetic data set in the layout of the preprocessed OASIS PNG slices.
 
     ``root/keras_png_slices_{train,validate,test}/case_NNN_slice_M.nii.png``: 8-bit
-    grayscale PNGs, subjects (cases 001..) assigned to splits by ``split_fractions``.
-    Returns ``root``.
+    grayscale PNGs, subjects (cases 001..) assigned to splits by ``split_fractions``,
+    stratified by CDR class (0 or > 0); ``root/labels.csv``: ``case,age,sex,cdr`` of every
+    subject, as a user's ``data.labels`` file. ``cdr_positive`` is the share of subjects
+    with CDR > 0. Returns ``root``.
     """
     if slices_per_subject < 1:
         raise ValueError(f"slices_per_subject must be at least 1, got {slices_per_subject}")
     _check_image_size(image_size)
-    splits = split_subjects(subjects, seed, split_fractions)
+    _check_split(subjects, split_fractions)
+    labels = {s: sample_labels(seed, s, cdr_positive) for s in range(1, subjects + 1)}
+    strata = [labels[s].cdr > 0 for s in range(1, subjects + 1)]
+    splits = split_subjects(subjects, seed, split_fractions, strata)
     root = Path(root)
     for folder, cases in zip(SPLIT_DIRS, splits, strict=True):
         target = root / folder
         target.mkdir(parents=True, exist_ok=True)
         for case in cases:
-            stack = generate_subject_slices(seed, case, slices_per_subject, image_size)
+            stack = generate_subject_slices(
+                seed, case, slices_per_subject, image_size, labels[case]
+            )
             for index, pixels in enumerate(stack):
                 Image.fromarray(pixels, mode="L").save(
                     target / f"case_{case:03d}_slice_{index}.nii.png", compress_level=1
                 )
+    write_labels(root / LABELS_FILE, labels)
     return root
+
+
+def write_labels(path: Path, labels: dict[int, SubjectLabels]) -> Path:
+    """``case,age,sex,cdr`` of each subject, cases in order (CDR as OASIS writes it: 0.5, 1)."""
+    lines = [",".join(LABEL_COLUMNS)]
+    for case in sorted(labels):
+        label = labels[case]
+        lines.append(f"{case},{label.age},{label.sex},{label.cdr:g}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 # --- argument checks ---------------------------------------------------------------------
@@ -293,15 +423,21 @@ def _check_split(subjects: int, fractions: tuple[float, float, float]) -> None:
         )
 
 
-def _split_counts(subjects: int, fractions: tuple[float, float, float]) -> list[int]:
-    """Largest-remainder rounding of ``subjects * fractions`` with at least one per split."""
+def _split_counts(
+    subjects: int, fractions: tuple[float, float, float], at_least_one: bool = True
+) -> list[int]:
+    """Largest-remainder rounding of ``subjects * fractions``.
+
+    With ``at_least_one`` every split gets one or more (``subjects`` must then be 3 or more).
+    """
     exact = [subjects * f for f in fractions]
-    counts = [max(1, int(e)) for e in exact]
+    counts = [max(int(at_least_one), int(e)) for e in exact]
     while sum(counts) < subjects:
         i = max(range(3), key=lambda k: exact[k] - counts[k])
         counts[i] += 1
     while sum(counts) > subjects:
-        i = max((k for k in range(3) if counts[k] > 1), key=lambda k: counts[k] - exact[k])
+        floor = int(at_least_one)
+        i = max((k for k in range(3) if counts[k] > floor), key=lambda k: counts[k] - exact[k])
         counts[i] -= 1
     return counts
 

@@ -5,12 +5,14 @@ of the preprocessed OASIS PNG slices, raw OASIS-1 discs (folder or tarball), or 
 at a gs:// URI. The steps:
 
 1. cheap checks before any long work: the source exists, its layout, the split folders,
-   every zip member name, the demographics CSV;
+   every zip member name, the demographics CSV, the labels CSV (``data.labels``; the
+   synthetic source writes its own, read the same way) and that it labels every case;
 2. into a temporary sibling of ``out`` (renamed into place only when complete): generate the
    synthetic slices or extract the needed tarball members, then decode, check and resize
    in a pool of worker processes, in order;
 3. in this process, write the TFRecord shards and ``manifest.json``
-   (see :mod:`oasis_vqvae.data.shards`).
+   (see :mod:`oasis_vqvae.data.shards`), with each subject's attributes and the
+   ``conditions`` they make (see :mod:`oasis_vqvae.data.labels`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from tqdm.auto import tqdm
 
 from oasis_vqvae import tracking
 from oasis_vqvae.config import DataConfig, Params
-from oasis_vqvae.data import oasis1, png_slices
+from oasis_vqvae.data import labels, oasis1, png_slices
+from oasis_vqvae.data.conditions import Kind
 from oasis_vqvae.data.shards import SPLITS, BadFile, DatasetWriter, Record, read_manifest
 from oasis_vqvae.errors import DataError
 from oasis_vqvae.storage import atomic_directory, local_copy
@@ -68,6 +71,17 @@ class Plan:
     bad: list[BadFile] = field(default_factory=list)
     """Bad files found before decoding (misnamed files, lost masks, subjects without volume)."""
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Subject id -> its attributes (canonical names, see `oasis_vqvae.data.labels`)."""
+    kinds: dict[str, Kind] = field(default_factory=dict)
+    """Kind of each attribute, in column order."""
+
+
+@dataclass(frozen=True)
+class CaseLabels:
+    """A labels CSV keyed by case number, and how to name it in messages."""
+
+    table: labels.Labels
+    location: str
 
 
 Prepare = Callable[[Path], Plan]
@@ -130,8 +144,12 @@ def _write(cfg: DataConfig, prepare: Prepare, workers: int, out: str | Path) -> 
         ) as writer:
             skipped = _decode_into(writer, plan, cfg.on_bad_file, workers)
             shutil.rmtree(tmp / SCRATCH, ignore_errors=True)
+            conditions = labels.describe(plan.kinds, plan.metadata, writer.subjects)
             manifest = writer.finish(
-                source=plan.source, skipped=skipped, subject_metadata=plan.metadata
+                source=plan.source,
+                skipped=skipped,
+                subject_metadata=plan.metadata,
+                conditions=conditions,
             )
     _log_summary(manifest, time.perf_counter() - started, out)
     return Path(out)
@@ -145,21 +163,33 @@ def _check_source(cfg: DataConfig, stack: contextlib.ExitStack, workers: int) ->
     if cfg.source == SYNTHETIC:
         if cfg.segmentation:
             raise DataError("data.segmentation: the synthetic source has no segmentation masks")
-        return functools.partial(_synthetic_plan, cfg, workers)
+        _warn_unused_demographics(cfg)
+        return functools.partial(_synthetic_plan, cfg, workers, _user_labels(cfg, stack))
     root = stack.enter_context(local_copy(cfg.source))
     location = _redact(cfg.source)
     if _source_kind(root, location) == "png_slices":
         listing = png_slices.scan(root, segmentation=cfg.segmentation, location=location)
         _fail_on_bad(listing.bad, cfg, location)
         _warn_unused_demographics(cfg)
-        source = {"kind": "png_slices", "location": location, "png_size": cfg.png_size}
-        plan = _png_plan(cfg, root, listing, source, cfg.png_size, workers)
+        case_labels = _user_labels(cfg, stack)
+        source = {
+            "kind": "png_slices",
+            "location": location,
+            "png_size": cfg.png_size,
+            "labels": case_labels.location if case_labels else None,
+        }
+        plan = _png_plan(cfg, root, listing, source, cfg.png_size, workers, case_labels)
         return lambda scratch: plan
     if cfg.segmentation:
         raise DataError("data.segmentation: raw OASIS-1 volumes come without the PNG masks")
+    if cfg.labels is not None:
+        raise DataError(
+            "data.labels: a labels CSV keyed by case applies to OASIS PNG slices and the "
+            "synthetic source; for raw OASIS-1 set data.oasis1.demographics"
+        )
     found = oasis1.scan(root, location=location)
-    metadata = _demographics(cfg, stack)
-    return functools.partial(_oasis1_plan, cfg, found, metadata, location, workers)
+    demographics = _demographics(cfg, stack)
+    return functools.partial(_oasis1_plan, cfg, found, demographics, location, workers)
 
 
 def _source_kind(root: Path, location: str) -> str:
@@ -182,9 +212,15 @@ def _source_kind(root: Path, location: str) -> str:
     )
 
 
-def _synthetic_plan(cfg: DataConfig, workers: int, scratch: Path) -> Plan:
-    """Generate the synthetic slices, then plan them like any OASIS PNG folder."""
-    from oasis_vqvae.data.synthetic import write_synthetic_oasis
+def _synthetic_plan(
+    cfg: DataConfig, workers: int, case_labels: CaseLabels | None, scratch: Path
+) -> Plan:
+    """Generate the synthetic slices and their labels, then plan them as OASIS PNG slices.
+
+    The labels are the generator's own CSV, read like a user's ``data.labels``, unless the
+    user gave one.
+    """
+    from oasis_vqvae.data.synthetic import LABELS_FILE, write_synthetic_oasis
 
     split = cfg.split
     root = write_synthetic_oasis(
@@ -194,16 +230,22 @@ def _synthetic_plan(cfg: DataConfig, workers: int, scratch: Path) -> Plan:
         image_size=cfg.image_size,
         seed=cfg.seed,
         split_fractions=(split.train, split.validation, split.test),
+        cdr_positive=cfg.synthetic.cdr_positive,
     )
+    if case_labels is None:
+        where = f"{SYNTHETIC}/{LABELS_FILE}"
+        case_labels = CaseLabels(labels.read_case_labels(root / LABELS_FILE, location=where), where)
     listing = png_slices.scan(root, segmentation=False, location=SYNTHETIC)
     source = {
         "kind": SYNTHETIC,
         "location": SYNTHETIC,
         "subjects": cfg.synthetic.subjects,
         "slices_per_subject": cfg.synthetic.slices_per_subject,
+        "cdr_positive": cfg.synthetic.cdr_positive,
         "seed": cfg.seed,
+        "labels": case_labels.location,
     }
-    return _png_plan(cfg, root, listing, source, cfg.image_size, workers)
+    return _png_plan(cfg, root, listing, source, cfg.image_size, workers, case_labels)
 
 
 def _png_plan(
@@ -213,9 +255,16 @@ def _png_plan(
     source: dict[str, Any],
     png_size: int,
     workers: int,
+    case_labels: CaseLabels | None,
 ) -> Plan:
-    """Batches of slices per task: few, large messages between the processes."""
-    refs = listing.refs
+    """Batches of slices per task: few, large messages between the processes.
+
+    With ``case_labels``, slices of a case without a row are bad (one stop in error mode).
+    """
+    refs, bad, metadata, kinds = listing.refs, listing.bad, {}, {}
+    if case_labels is not None:
+        refs, unlabelled, metadata = _label_cases(refs, case_labels, cfg.on_bad_file)
+        bad, kinds = sorted(bad + unlabelled), dict(case_labels.table.kinds)
     low, high = BATCH_LIMITS
     batch = max(low, min(high, math.ceil(len(refs) / (workers * 8))))
     tasks = [
@@ -230,24 +279,67 @@ def _png_plan(
         sizes=[len(task.refs) for task in tasks],
         unit="slice",
         pool_min=POOL_MIN_SLICES,
-        bad=listing.bad,
+        bad=bad,
+        metadata=metadata,
+        kinds=kinds,
     )
+
+
+def _label_cases(
+    refs: list[png_slices.SliceRef], case_labels: CaseLabels, on_bad_file: str
+) -> tuple[list[png_slices.SliceRef], list[BadFile], dict[str, dict[str, Any]]]:
+    """(labelled slices, unlabelled slices as bad files, subject -> its labels).
+
+    Raises:
+        DataError: in error mode, a case without a row in the labels CSV.
+    """
+    rows, where = case_labels.table.rows, case_labels.location
+    kept, unlabelled, metadata = [], [], {}
+    for ref in refs:
+        case = str(png_slices.case_number(ref.subject))
+        if case in rows:
+            kept.append(ref)
+            metadata[ref.subject] = rows[case]
+            continue
+        if on_bad_file == "error":
+            raise DataError(
+                f"{where}: column {labels.CASE}: no row for case {case} (slices such as "
+                f"{ref.path}); add one, or set data.on_bad_file: skip to skip its slices"
+            )
+        unlabelled.append(BadFile(ref.path, f"case {case} has no row in {where}"))
+    unused = len(set(rows) - {str(png_slices.case_number(s)) for s in metadata})
+    if unused:
+        log.info("%s: %d row(s) for cases without slices", where, unused)
+    return kept, unlabelled, metadata
+
+
+def _user_labels(cfg: DataConfig, stack: contextlib.ExitStack) -> CaseLabels | None:
+    """``data.labels`` read and checked (downloaded first if gs://), or None if unset."""
+    if cfg.labels is None:
+        return None
+    where = _redact(cfg.labels)
+    local = stack.enter_context(local_copy(cfg.labels))
+    return CaseLabels(labels.read_case_labels(local, location=where), where)
 
 
 def _oasis1_plan(
     cfg: DataConfig,
     found: oasis1.Oasis1Scan,
-    metadata: dict[str, dict[str, Any]],
+    demographics: labels.Labels | None,
     location: str,
     workers: int,
     scratch: Path,
 ) -> Plan:
-    """Extract what is needed, split the subjects, one task per volume."""
+    """Extract what is needed, split the subjects, one task per volume.
+
+    With demographics the split is stratified by CDR class (0, > 0, unknown).
+    """
     volumes, bad = oasis1.collect(found, scratch, location=location, workers=workers)
     fractions = (cfg.split.train, cfg.split.validation, cfg.split.test)
-    splits = oasis1.assign_splits(
-        [volume.subject for volume in volumes], fractions, cfg.seed, location=location
-    )
+    metadata = demographics.rows if demographics else {}
+    subjects = [volume.subject for volume in volumes]
+    strata = {s: oasis1.cdr_class(metadata.get(s)) for s in subjects} if demographics else None
+    splits = oasis1.assign_splits(subjects, fractions, cfg.seed, location=location, strata=strata)
     start, stop = cfg.oasis1.slice_range
     tasks = [
         oasis1.VolumeTask(
@@ -269,8 +361,9 @@ def _oasis1_plan(
         "slice_step": cfg.oasis1.slice_step,
         "clip_percentile": cfg.oasis1.clip_percentile,
         "demographics": _redact(cfg.oasis1.demographics) if cfg.oasis1.demographics else None,
+        "missing_cdr_under_60": oasis1.YOUNG_CDR if cfg.oasis1.demographics else None,
     }
-    missing = sorted(set(splits) - set(metadata)) if cfg.oasis1.demographics else []
+    missing = sorted(set(splits) - set(metadata)) if demographics else []
     if missing:
         log.warning("%d subject(s) have no row in the demographics: %s", len(missing), missing)
     return Plan(
@@ -283,13 +376,14 @@ def _oasis1_plan(
         pool_min=POOL_MIN_VOLUMES,
         bad=bad,
         metadata=metadata,
+        kinds=dict(demographics.kinds) if demographics else {},
     )
 
 
-def _demographics(cfg: DataConfig, stack: contextlib.ExitStack) -> dict[str, dict[str, Any]]:
+def _demographics(cfg: DataConfig, stack: contextlib.ExitStack) -> labels.Labels | None:
     csv = cfg.oasis1.demographics
     if csv is None:
-        return {}
+        return None
     local = stack.enter_context(local_copy(csv))
     return oasis1.read_demographics(local, location=_redact(csv))
 
