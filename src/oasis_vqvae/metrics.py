@@ -409,9 +409,10 @@ def two_sample_test(
 ) -> TwoSampleResult:
     """Classifier two-sample test (Lopez-Paz & Oquab 2017) with a small seeded CNN.
 
-    About ``held_out`` of the real images, as whole ``real_groups`` (e.g. subjects: slices of
+    About ``held_out`` of the real images, from ``real_groups`` (e.g. subjects: slices of
     one subject look alike, so a classifier that saw some of them would recognise the others
-    by their subject, not by their realism), are kept aside with as many samples; the CNN
+    by their subject, not by their realism) the classifier never trains on, are kept aside
+    with as many samples; the CNN
     (:func:`oasis_vqvae.probes.small_cnn`) trains on equally many real images of the other
     groups and samples for exactly ``steps`` batches; its accuracy on the held-out images is
     reported with a 95 % Wilson interval (chance is exactly 50 %). An interval containing 0.5
@@ -466,10 +467,11 @@ def _split_by_group(
     held_out: float,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Real indices (test, train), whole groups in the test part, in a seeded order.
+    """Real indices (test, train) from disjoint groups, in a seeded order.
 
-    Groups go to the test part until it holds ``held_out`` of the usable images; the other
-    groups' images fill the train part. Usable: at most as many real images as samples.
+    Groups go to the test part until it holds ``held_out`` of the usable images (the last one
+    trimmed to fit; its other images are not used at all); the other groups' images fill the
+    train part. Usable: at most as many real images as samples.
     """
     members = _group_members(_groups(groups, count))
     usable = min(count, generated)
@@ -478,7 +480,7 @@ def _split_by_group(
     rest: list[int] = []
     for group in rng.permutation(len(members)):
         (test if len(test) < target else rest).extend(members[group].tolist())
-    return np.array(test, np.int64), np.array(rest[: max(0, usable - len(test))], np.int64)
+    return np.array(test[:target], np.int64), np.array(rest[: usable - target], np.int64)
 
 
 # --- intervals -----------------------------------------------------------------------------------
