@@ -316,3 +316,13 @@ def test_collapsed_vqvae_stops_with_advice(tiny_dataset, tmp_path, tiny_params, 
     assert not (tmp_path / "vqvae").exists()  # no model written
     history = pd.read_csv(checkpoint_dir(tmp_path / "vqvae") / "history.csv")
     assert len(history) == 3 and (history["val_reconstruction_loss"] >= 1.0).all()
+
+
+def test_dvc_declares_every_evaluation_figure(repo_root):
+    import yaml
+
+    dvc = yaml.safe_load((repo_root / "dvc.yaml").read_text())
+    outs = dvc["stages"]["evaluate"]["outs"]
+    plotted = [p for p in dvc["plots"] if isinstance(p, str)]
+    for png in FIGURES:
+        assert f"outputs/eval/{png}" in outs and f"outputs/eval/{png}" in plotted, png
