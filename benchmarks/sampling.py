@@ -9,11 +9,15 @@ code grid of a 256x256 slice) and a batch of 16 samples, one run times:
       so it is timed over the first ``--naive-steps`` positions and scaled to the grid;
   (b) fast: `FastSampler` over whole grids (after one untimed call that compiles it).
 
-It prints seconds per sample, samples/s and the speed-up, and the fast sampler's achieved
-GFLOP/s on the FLOPs it must do (each layer once per code: its floor), next to this
-machine's dense float32 matmul rate, i.e. how far it is from that floor. The full run
-also measures the peak memory of the fast sampler on 64 samples at 64x64 codes in a
-fresh process. The last line is ``speedup_64x64: <ratio>``.
+Each grid is timed twice: the unconditional seed model, and the same model conditioned on
+the demo's kind of conditions (slice level, continuous with Fourier features, and a
+4-value categorical CDR; `CONDITION_SPECS`), whose condition terms the fast sampler computes
+once per batch. It prints seconds per sample, samples/s and the speed-up, and the fast
+sampler's achieved GFLOP/s on the FLOPs it must do (each layer once per code: its
+floor), next to this machine's dense float32 matmul rate, i.e. how far it is from that
+floor. The full run also measures the peak memory of the fast sampler on 64 samples at
+64x64 codes in a fresh process. The last two lines are ``speedup_64x64_conditional: <ratio>`` and
+``speedup_64x64: <ratio>`` (unconditional, as before conditions existed).
 
     python benchmarks/sampling.py [--quick] [--grids 32 64] [--batch 16] [--repeats 3]
 """
@@ -30,20 +34,37 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+CONDITION_SPECS = {
+    "slice_level": {"kind": "continuous", "range": [0.0, 1.0]},
+    "cdr": {"kind": "categorical", "values": [0.0, 0.5, 1.0, 2.0]},
+}
 
 
-def seed_pixelcnn(grid: int, gated: bool = False):
+def seed_pixelcnn(grid: int, gated: bool = False, conditional: bool = False):
     """The seed's PixelCNN (params/oasis.yaml) for a ``grid`` x ``grid`` code grid."""
     from oasis_vqvae.config import load_params
     from oasis_vqvae.models import build_pixelcnn
+    from oasis_vqvae.models.conditioning import condition_encodings
 
     params = load_params(ROOT / "params" / "oasis.yaml")
     cfg = params.pixelcnn
+    encodings = condition_encodings(list(CONDITION_SPECS), CONDITION_SPECS) if conditional else ()
     return build_pixelcnn(
         (grid, grid), params.vqvae.num_embeddings, filters=cfg.filters,
         residual_blocks=cfg.residual_blocks, kernel_size=cfg.kernel_size,
-        hidden_layers=cfg.hidden_layers, gated=gated,
+        hidden_layers=cfg.hidden_layers, gated=gated, conditions=encodings,
+        condition_dim=cfg.condition_dim,
     )  # fmt: skip
+
+
+def batch_conditions(model, batch: int) -> np.ndarray | None:
+    """Random valid conditions ``(batch, C)`` for a conditional model, else None."""
+    from oasis_vqvae.models.fast_sampling import conditions_count, random_conditions
+
+    if not conditions_count(model):
+        return None
+    encodings = model.get_layer("condition_encoder").encodings
+    return random_conditions(encodings, batch, np.random.default_rng(0))
 
 
 def time_naive(model, batch: int, grid: int, steps: int) -> float:
@@ -54,11 +75,13 @@ def time_naive(model, batch: int, grid: int, steps: int) -> float:
 
     step = _sampling_step(model, (grid, grid), 1.0)
     codes = tf.zeros((batch, grid, grid), tf.int32)
+    conditions = batch_conditions(model, batch)
+    conditions = tf.zeros((batch, 0)) if conditions is None else tf.constant(conditions)
     uniforms = tf.random.stateless_uniform((batch,), seed=[0, 0])
-    codes = step(codes, 0, 0, uniforms)  # trace
+    codes = step(codes, conditions, 0, 0, uniforms)  # trace
     started = time.perf_counter()
     for position in range(1, steps + 1):
-        codes = step(codes, position // grid, position % grid, uniforms)
+        codes = step(codes, conditions, position // grid, position % grid, uniforms)
     codes.numpy()
     return (time.perf_counter() - started) / steps * grid * grid
 
@@ -67,11 +90,12 @@ def time_fast(sampler, batch: int, grid: int, repeats: int) -> float:
     """Best seconds of the fast sampler per batch of whole grids."""
     codes = np.zeros((batch, grid, grid), np.int32)
     uniforms = np.random.default_rng(0).random((batch, grid * grid), dtype=np.float32)
-    sampler.sample(codes, uniforms, 0, 1.0)  # compile
+    conditions = batch_conditions(sampler.model, batch)
+    sampler.sample(codes, uniforms, 0, 1.0, conditions)  # compile
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        sampler.sample(codes, uniforms, 0, 1.0)
+        sampler.sample(codes, uniforms, 0, 1.0, conditions)
         times.append(time.perf_counter() - started)
     return min(times)
 
@@ -89,17 +113,18 @@ def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
-def run_grid(grid: int, args: argparse.Namespace, peak: float) -> float:
+def run_grid(grid: int, args: argparse.Namespace, peak: float, conditional: bool) -> float:
     """Time both samplers on one grid size, print a block of results, return the speed-up."""
     from oasis_vqvae.models.fast_sampling import FastSampler
 
-    model = seed_pixelcnn(grid)
+    model = seed_pixelcnn(grid, conditional=conditional)
     sampler = FastSampler(model)
     naive = time_naive(model, args.batch, grid, args.naive_steps)
     fast = time_fast(sampler, args.batch, grid, args.repeats)
     flops = sampler.flops_per_code * grid * grid * args.batch
     achieved = flops / fast / 1e9
-    print(f"{grid}x{grid} codes, batch {args.batch}:")
+    kind = f"conditional on {list(CONDITION_SPECS)}" if conditional else "unconditional"
+    print(f"{grid}x{grid} codes, batch {args.batch}, {kind}:")
     print(f"  naive  {naive / args.batch:9.3f} s/sample  {args.batch / naive:9.2f} samples/s"
           f"  (timed over {args.naive_steps} of {grid * grid} positions, scaled)")  # fmt: skip
     print(f"  fast   {fast / args.batch:9.4f} s/sample  {args.batch / fast:9.2f} samples/s"
@@ -149,11 +174,13 @@ def main() -> None:
 
     peak = matmul_gflops()
     print(f"dense float32 matmul peak here: {peak:.1f} GFLOP/s")
-    speedups = {grid: run_grid(grid, args, peak) for grid in args.grids}
+    speedups = {grid: run_grid(grid, args, peak, False) for grid in args.grids}
+    conditional = {grid: run_grid(grid, args, peak, True) for grid in args.grids}
     if not args.quick:
         print(f"peak RSS, fast sampler, 64 samples at 64x64 codes: {peak_memory_mb(64, 64):.0f} MB")
     own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"(this process, naive included, peak RSS: {own_peak:.0f} MB)")
+    print(f"speedup_64x64_conditional: {conditional[64]:.1f}")
     print(f"speedup_64x64: {speedups[64]:.1f}")
 
 

@@ -23,6 +23,7 @@ from components.generate import generate
 from components.ingest import ingest
 from components.train_pixelcnn import train_pixelcnn
 from components.train_vqvae import train_vqvae
+from components.utility import utility
 from oasis_vqvae import __version__
 from oasis_vqvae.config import Params, load_params
 
@@ -37,6 +38,7 @@ FUNCTIONS: dict[str, Callable[..., None]] = {
     "train-pixelcnn": train_pixelcnn,
     "generate": generate,
     "evaluate": evaluate,
+    "utility": utility,
 }
 """Component functions by stage name (the names of ``oasis_vqvae.stages.STAGES``)."""
 
@@ -60,7 +62,7 @@ def as_mapping(params: Params) -> dict:
 
 
 def build(image_name: str | None = None, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The six components by stage name, in ``image_name``; ``params`` default to params.yaml."""
+    """The components by stage name, in ``image_name``; ``params`` default to params.yaml."""
     defaults = dict(params) if params is not None else default_params()
     return {
         stage: _component(function, image(image_name), defaults)

@@ -1,10 +1,22 @@
 """Component generate: sample new slices from the PixelCNN and decode them."""
 
-from kfp.dsl import Artifact, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 
-def generate(vqvae: Input[Model], pixelcnn: Input[Model], samples: Output[Artifact], params: dict):
-    """Sample code grids (block ``generate``) and decode them; writes PNGs and a grid image."""
-    from oasis_vqvae.kubeflow import run_stage
+def generate(
+    vqvae: Input[Model],
+    pixelcnn: Input[Model],
+    samples: Output[Artifact],
+    labels: Output[Artifact],
+    synthetic: Output[Dataset],
+    params: dict,
+):
+    """Sample code grids (block ``generate``) and decode them.
 
-    run_stage("generate", params, samples, vqvae=vqvae.path, pixelcnn=pixelcnn.path)
+    Writes PNGs, a grid image, labels.csv (also as ``labels``) and the samples as a
+    dataset in ingest's format (also as ``synthetic``).
+    """
+    from oasis_vqvae.kubeflow import publish_samples, run_stage
+
+    out = run_stage("generate", params, samples, vqvae=vqvae.path, pixelcnn=pixelcnn.path)
+    publish_samples(out, labels, synthetic)

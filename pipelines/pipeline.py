@@ -1,11 +1,13 @@
 """The Kubeflow Pipelines DAG: it only wires the components of ``components/``.
 
 Steps: ingest -> train-vqvae -> extract-codes -> train-pixelcnn -> generate -> evaluate,
-evaluate also reading the dataset, the VQ-VAE and the PixelCNN. Every task gets CPU and
-memory requests and limits, retries with exponential backoff, caching (unless turned off),
-a display name, the MLflow settings as environment variables and credentials from Kubernetes
-secrets. The tasks of one run find their MLflow parent run from their output URIs (see
-``oasis_vqvae.kubeflow.run_stage``), which keeps KFP caching working.
+evaluate also reading the dataset, the VQ-VAE and the PixelCNN; utility after generate,
+beside evaluate, also reading the dataset, the codes and the PixelCNN (its leakage guards).
+Every task gets CPU and memory requests and limits, retries with exponential backoff,
+caching (unless turned off), a display name, the MLflow settings as environment variables
+and credentials from Kubernetes secrets. The tasks of one run find their MLflow parent run
+from their output URIs (see ``oasis_vqvae.kubeflow.run_stage``), which keeps KFP caching
+working.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline signature's real types.
@@ -14,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from kfp import dsl, kubernetes
-from kfp.dsl import HTML, Artifact, Metrics
+from kfp.dsl import HTML, Artifact, Dataset, Metrics
 
 import components
 
@@ -45,6 +47,7 @@ DISPLAY_NAMES = {
     "train-pixelcnn": "Train PixelCNN",
     "generate": "Generate slices",
     "evaluate": "Evaluate",
+    "utility": "Downstream utility",
 }
 DEFAULT_RESOURCES = {
     "ingest": Resources("2", "4Gi"),
@@ -53,6 +56,7 @@ DEFAULT_RESOURCES = {
     "train-pixelcnn": Resources("4", "16Gi"),
     "generate": Resources("2", "8Gi"),
     "evaluate": Resources("2", "8Gi"),
+    "utility": Resources("2", "8Gi"),
 }
 TRAINING = ("train-vqvae", "train-pixelcnn")
 """The tasks that get the accelerator."""
@@ -87,11 +91,13 @@ class PipelineOptions:
 
 
 class Outputs(NamedTuple):
-    """What a pipeline run returns: the evaluate task's outputs."""
+    """What a pipeline run returns: the evaluate task's outputs and the labelled samples."""
 
     metrics: Metrics
     report: HTML
     evaluation: Artifact
+    labels: Artifact
+    synthetic: Dataset
 
 
 def build_pipeline(options: PipelineOptions | None = None) -> Any:
@@ -104,7 +110,7 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="VQ-VAE + PixelCNN generative model of OASIS brain MRI slices: "
-        "ingest, train-vqvae, extract-codes, train-pixelcnn, generate, evaluate.",
+        "ingest, train-vqvae, extract-codes, train-pixelcnn, generate, evaluate, utility.",
     )
     def oasis_vqvae(params: dict = params) -> Outputs:  # noqa: B006 - read by KFP, never mutated
         common = {"params": params}
@@ -117,12 +123,20 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
             dataset=ingest.output,
             vqvae=vqvae.output,
             pixelcnn=pixelcnn.output,
+            samples=samples.outputs["samples"],
+            **common,
+        )
+        utility = ops["utility"](
+            dataset=ingest.output,
+            codes=codes.output,
+            pixelcnn=pixelcnn.output,
             samples=samples.output,
             **common,
         )
         tasks = {
             "ingest": ingest, "train-vqvae": vqvae, "extract-codes": codes,
             "train-pixelcnn": pixelcnn, "generate": samples, "evaluate": evaluate,
+            "utility": utility,
         }  # fmt: skip
         for stage, task in tasks.items():
             configure_task(task, stage, options, experiment)
@@ -130,6 +144,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
             metrics=evaluate.outputs["metrics"],
             report=evaluate.outputs["report"],
             evaluation=evaluate.outputs["evaluation"],
+            labels=samples.outputs["labels"],
+            synthetic=samples.outputs["synthetic"],
         )
 
     return oasis_vqvae

@@ -21,6 +21,7 @@ log = logging.getLogger("oasis_vqvae")
 EPILOG = """\
 Stages run in this order (dvc repro runs them all):
   ingest -> train-vqvae -> extract-codes -> train-pixelcnn -> generate -> evaluate
+                                                                     \\-> utility
 Examples:
   oasis-vqvae ingest --params params.yaml --out data/dataset
   oasis-vqvae ingest --out data/dataset --set data.source=/data/keras_png_slices_data.zip
@@ -63,9 +64,11 @@ STAGES: dict[str, tuple[str, str, dict[str, str], str]] = {
     "generate": (
         "sample new slices from the PixelCNN and decode them",
         "Sample generate.count code grids from the PixelCNN at generate.temperature with "
-        "generate.seed, decode them with the VQ-VAE and write PNGs plus a grid image.",
+        "generate.seed (a conditional PixelCNN asked for generate.conditions: data, values, "
+        "balanced grids), decode them with the VQ-VAE and write PNGs, a grid image, the "
+        "requested conditions (labels.csv) and the samples as a dataset (dataset/).",
         {"--vqvae": "VQ-VAE model directory", "--pixelcnn": "PixelCNN model directory"},
-        "samples directory to write (sample_NNNN.png, grid.png, codes.npy)",
+        "samples directory to write (sample_NNNN.png, grid.png, codes.npy, labels.csv, dataset/)",
     ),
     "evaluate": (
         "measure reconstructions (SSIM, PSNR, MSE) and samples",
@@ -81,6 +84,22 @@ STAGES: dict[str, tuple[str, str, dict[str, str], str]] = {
             "--samples": "samples directory written by generate",
         },
         "evaluation directory to write (metrics.json, figures, report.html)",
+    ),
+    "utility": (
+        "does synthetic data help a classifier? real, TSTR, real + synthetic, augmentation",
+        "Train one small CNN to classify utility.target (e.g. CDR > 0) on real training slices, "
+        "on synthetic slices only (TSTR), on real + synthetic, and on real with classic "
+        "augmentation, each over utility.seeds, also with fewer real subjects "
+        "(utility.real_fractions); score it on the real test split (AUC, balanced accuracy, "
+        "bootstrap intervals over subjects). First checks that no test subject reached the "
+        "VQ-VAE or the PixelCNN.",
+        {
+            "--data": "dataset directory written by ingest (the real slices)",
+            "--codes": "codes directory written by extract-codes (leakage guards)",
+            "--pixelcnn": "PixelCNN model directory (its train_conditions.csv: leakage guards)",
+            "--samples": "samples directory written by generate (its labelled dataset/)",
+        },
+        "utility directory to write (metrics.json, curve.csv, utility_curve.png, report.html)",
     ),
 }
 

@@ -149,6 +149,17 @@ class PixelCNNConfig(Block):
     """0: one-hot codes into the first layer (the Keras example); > 0: a learned embedding."""
     position_bias: bool = False
     """Learn a bias per grid position after the first layer (the model knows where it is)."""
+    conditions: tuple[Annotated[str, Field(min_length=1)], ...] = ("slice_level", "cdr")
+    """Conditions (names of codes.json ``conditions``) the prior is conditioned on, in
+    order; () trains an unconditional prior. Training rows missing a value are skipped."""
+    condition_dim: PosInt = 32
+    """Width of the condition embedding added to every gated layer's gates."""
+    continuous_encoding: Literal["linear", "fourier"] = "linear"
+    """How a continuous condition is embedded: linear (value times a vector) or fourier
+    (the value and sin/cos of it at 6 frequencies, through a dense layer)."""
+    condition_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    """Share of training samples whose conditions are replaced by a learned null, so the
+    model also samples unconditionally (needed for generate.guidance)."""
     epochs: PosInt = 20
     batch_size: PosInt = 32
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
@@ -165,6 +176,30 @@ class PixelCNNConfig(Block):
             raise ValueError(f"must be odd, got {value}")
         return value
 
+    @field_validator("conditions")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{repeated[0]!r} is listed twice")
+        return value
+
+
+def _condition_request(name: str, request: Any) -> Any:
+    """Check one entry of ``generate.conditions`` (see `GenerateConfig.conditions`)."""
+
+    def scalar(value: Any) -> bool:
+        return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+    if scalar(request) or (
+        isinstance(request, list) and request and all(scalar(v) for v in request)
+    ):
+        return request
+    raise ValueError(
+        f"{name}: expected a value, a non-empty list of values, 'uniform' or 'data', "
+        f"got {request!r}"
+    )
+
 
 class GenerateConfig(Block):
     """Sampling new slices from the PixelCNN prior."""
@@ -177,6 +212,25 @@ class GenerateConfig(Block):
     sampler: Literal["fast", "naive"] = "fast"
     """fast: each layer computed at the current position only; naive: a full pass per code.
     Both give the same codes; naive is kept for checking."""
+    conditions: str | dict[str, Any] = {}
+    """What a conditional prior is asked for. ``data`` or ``{}``: every condition drawn
+    (seeded) from the training rows, jointly. A mapping name -> a value, a list of values,
+    ``uniform`` (continuous: evenly spaced over the range the model saw; categorical: all
+    its values) or ``data``: the listed values of all names form a balanced grid (their
+    product), cycled over the samples; unlisted names and ``data`` ones are drawn from the
+    training rows that match the sample's categorical values."""
+    guidance: Annotated[float, Field(ge=0.0)] = 0.0
+    """Classifier-free guidance weight w: logits (1 + w) conditional - w unconditional;
+    0 samples the plain conditional model (needs pixelcnn.condition_dropout > 0 if > 0)."""
+
+    @field_validator("conditions")
+    @classmethod
+    def _requests(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(value, str):
+            if value != "data":
+                raise ValueError(f"expected 'data' or a mapping of condition names, got {value!r}")
+            return value
+        return {name: _condition_request(name, request) for name, request in value.items()}
 
 
 class TwoSampleTestConfig(Block):
@@ -232,6 +286,69 @@ class EvaluateConfig(Block):
     coverage: CoverageConfig = CoverageConfig()
 
 
+class AugmentConfig(Block):
+    """Classic augmentation of the utility stage's real + augmentation arm, drawn per image."""
+
+    flip: bool = True
+    """Mirror left-right with probability 1/2."""
+    rotation: Annotated[float, Field(ge=0.0, le=45.0)] = 10.0
+    """Largest rotation, degrees."""
+    shift: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.05
+    """Largest shift, share of the image side."""
+    scale: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.05
+    """Largest relative zoom in or out."""
+    intensity: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1
+    """Largest contrast change (x * (1 + c)) and twice the largest brightness offset."""
+
+
+class UtilityConfig(Block):
+    """Downstream utility: does synthetic data help a classifier of a subject label."""
+
+    target: Annotated[str, Field(min_length=1)] = "cdr"
+    """A condition of the dataset's manifest (and of the labelled samples) to classify."""
+    threshold: float | None = 0.0
+    """Binary task: class 1 is target > threshold (cdr > 0: any dementia); null: one class
+    per value of a categorical target (multi-class when it has more than two values)."""
+    real_fractions: Annotated[
+        tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...], Field(min_length=1)
+    ] = (0.25, 0.5, 1.0)
+    """Shares of the training SUBJECTS kept for the low-data curve (seeded, per class)."""
+    synthetic_ratio: Annotated[float, Field(gt=0.0)] = 1.0
+    """Synthetic slices added per real training slice in the real + synthetic arm."""
+    seeds: Annotated[tuple[int, ...], Field(min_length=3)] = (0, 1, 2)
+    """Each arm is trained once per seed (weights, batches and subject subsets)."""
+    steps: PosInt = 200
+    """Training batches of every classifier, in every arm."""
+    batch_size: PosInt = 32
+    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
+    filters: Annotated[tuple[PosInt, ...], Field(min_length=1)] = (16, 32, 32)
+    """Stride-2 3x3 convolutions of the classifier."""
+    image_size: NonNegInt = 32
+    """Side the slices are average-pooled to for the classifier; 0: as stored."""
+    bootstrap: Annotated[int, Field(ge=100)] = 1000
+    """Bootstrap replicates (test subjects drawn with replacement) of every interval."""
+    augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("real_fractions")
+    @classmethod
+    def _increasing_to_one(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b <= a for a, b in zip(value, value[1:], strict=False)) or value[-1] != 1.0:
+            raise ValueError(f"must increase and end with 1.0 (every arm's full set), got {value}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"must be distinct, got {list(value)}")
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _zero_or_power_of_two(cls, value: int) -> int:
+        return _power_of_two(value) if value else value
+
+
 class TrackingConfig(Block):
     """MLflow tracking. MLFLOW_TRACKING_URI, when set, wins over tracking_uri."""
 
@@ -248,6 +365,7 @@ class Params(Block):
     pixelcnn: PixelCNNConfig = PixelCNNConfig()
     generate: GenerateConfig = GenerateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    utility: UtilityConfig = UtilityConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")

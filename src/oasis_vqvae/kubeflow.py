@@ -91,3 +91,17 @@ def publish_evaluation(evaluation: str | Path, metrics: Any, report: Any) -> dic
     Path(report.path).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(evaluation / "report.html", report.path)
     return values
+
+
+def publish_samples(samples: str | Path, labels: Any, synthetic: Any) -> None:
+    """Copy generate's ``labels.csv`` and ``dataset/`` into their own KFP artifacts.
+
+    ``labels`` and ``synthetic`` are the component's ``Output[Artifact]`` and
+    ``Output[Dataset]``: a downstream step (a classifier) takes the labelled synthetic
+    dataset as an input of its own, read like ingest's.
+    """
+    samples = Path(samples)
+    Path(labels.path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(samples / "labels.csv", labels.path)
+    labels.metadata["rows"] = sum(1 for _ in (samples / "labels.csv").open()) - 1
+    shutil.copytree(samples / "dataset", synthetic.path, dirs_exist_ok=True)

@@ -45,9 +45,13 @@ class TrackingError(OasisError):
 class StageRun:
     """The MLflow child run of one stage; its methods do nothing when tracking is off."""
 
-    def __init__(self, run_id: str | None = None, parent_id: str | None = None) -> None:
+    def __init__(
+        self, run_id: str | None = None, parent_id: str | None = None, started: bool = False
+    ) -> None:
         self.run_id = run_id
         self.parent_id = parent_id
+        self.started_pipeline = started
+        """True if this stage started the parent run (no earlier stage of the run ran)."""
 
     @property
     def active(self) -> bool:
@@ -104,6 +108,16 @@ class StageRun:
             for key, value in tags.items():
                 MlflowClient().set_tag(self.parent_id, key, value)
 
+    def log_pipeline_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Log metrics on the parent run without ending it (a stage beside evaluate: utility)."""
+        if self.parent_id is None:
+            return
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        for key, value in metrics.items():
+            client.log_metric(self.parent_id, key, float(value))
+
     def finish_pipeline(self, metrics: Mapping[str, float]) -> None:
         """Log the pipeline's final metrics on the parent run and end it (evaluate stage)."""
         if self.parent_id is None:
@@ -130,9 +144,14 @@ class StageRun:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: Params, blocks: tuple[str, ...] = ()) -> Iterator[StageRun]:
+def stage_run(
+    stage: str, params: Params, blocks: tuple[str, ...] = (), *, join_finished: bool = False
+) -> Iterator[StageRun]:
     """Track one stage as a child run of its pipeline run; log ``blocks`` of params on it.
 
+    ``join_finished``: with no RUNNING parent, join the newest finished one of the same key
+    rather than start a new one; for a stage that may run after evaluate ended the parent
+    (utility: both follow generate, in either order under DVC, in parallel under Kubeflow).
     Fails at once, before any work, if a remote tracking server is unreachable.
     """
     config = params.tracking
@@ -147,7 +166,7 @@ def stage_run(stage: str, params: Params, blocks: tuple[str, ...] = ()) -> Itera
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     experiment_id = _experiment_id(client, config.experiment, uri)
-    parent_id = _parent_run(client, experiment_id, params)
+    parent_id, started = _parent_run(client, experiment_id, params, join_finished)
     child_id = _child_run(client, experiment_id, parent_id, stage)
     try:
         with mlflow.start_run(run_id=child_id):
@@ -158,7 +177,7 @@ def stage_run(stage: str, params: Params, blocks: tuple[str, ...] = ()) -> Itera
                     for k, v in flatten(getattr(params, block), f"{block}.").items()
                 }
             )
-            yield StageRun(child_id, parent_id)
+            yield StageRun(child_id, parent_id, started)
     except BaseException:
         if not os.environ.get("MLFLOW_RUN_ID"):
             client.set_terminated(parent_id, "FAILED")
@@ -198,10 +217,13 @@ def _experiment_id(client: Any, name: str, uri: str) -> str:
     return str(client.create_experiment(name, artifact_location=location))
 
 
-def _parent_run(client: Any, experiment_id: str, params: Params) -> str:
+def _parent_run(
+    client: Any, experiment_id: str, params: Params, join_finished: bool = False
+) -> tuple[str, bool]:
+    """The parent run's id, and whether it was started here."""
     injected = os.environ.get("MLFLOW_RUN_ID")
     if injected:
-        return injected
+        return injected, False
     key = pipeline_key(params)
     running = client.search_runs(
         [experiment_id],
@@ -209,7 +231,16 @@ def _parent_run(client: Any, experiment_id: str, params: Params) -> str:
         max_results=1,
     )
     if running:
-        return str(running[0].info.run_id)
+        return str(running[0].info.run_id), False
+    if join_finished:
+        finished = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        if finished:
+            return str(finished[0].info.run_id), False
     tags = {KEY_TAG: key, ROLE_TAG: "pipeline", "git_commit": _git_commit() or "unknown"}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
@@ -217,7 +248,7 @@ def _parent_run(client: Any, experiment_id: str, params: Params) -> str:
     for name, value in flatten(params).items():
         client.log_param(run.info.run_id, name, value)
     log.info("MLflow: started pipeline run %s", run.info.run_id)
-    return str(run.info.run_id)
+    return str(run.info.run_id), True
 
 
 def _child_run(client: Any, experiment_id: str, parent_id: str, stage: str) -> str:

@@ -25,6 +25,7 @@ UPSTREAM = {
     "train-pixelcnn": {"extract-codes"},
     "generate": {"train-vqvae", "train-pixelcnn"},
     "evaluate": {"ingest", "train-vqvae", "train-pixelcnn", "generate"},
+    "utility": {"ingest", "extract-codes", "train-pixelcnn", "generate"},
 }
 
 
@@ -59,12 +60,14 @@ def executor(spec: dict, task: dict) -> dict:
     return spec["deploymentSpec"]["executors"][name]["container"]
 
 
-def test_loads_back_with_kfp_as_the_six_task_dag(compiled):
+def test_loads_back_with_kfp_as_the_seven_task_dag(compiled):
     path, spec, _ = compiled
     loaded = kfp_components.load_component_from_file(str(path))
     assert loaded.name == "oasis-vqvae"
     assert set(loaded.component_spec.inputs) == {"params"}
-    assert set(loaded.component_spec.outputs) == {"metrics", "report", "evaluation"}
+    assert set(loaded.component_spec.outputs) == {
+        "metrics", "report", "evaluation", "labels", "synthetic"
+    }  # fmt: skip
     tasks = tasks_of(spec)
     assert set(tasks) == set(STAGES)
     for name, task in tasks.items():
@@ -108,7 +111,7 @@ def test_resources_accelerator_retry_caching_and_names(compiled):
         }
         assert task["cachingOptions"] == {"enableCache": True}
         names.add(task["taskInfo"]["name"])
-    assert len(names) == 6 and "Train VQ-VAE" in names
+    assert len(names) == len(STAGES) and "Train VQ-VAE" in names
 
 
 def test_no_cache_turns_caching_off_and_no_accelerator_by_default(tmp_path):

@@ -20,8 +20,8 @@ BIN = Path(sys.executable).parent
 # Small enough that the whole pipeline trains in about a minute on two CPU cores.
 TINY = [
     "data.image_size=32",
-    "data.synthetic.subjects=6",
-    "data.synthetic.slices_per_subject=4",
+    "data.synthetic.subjects=12",  # both CDR classes in every split (the utility stage needs it)
+    "data.synthetic.slices_per_subject=3",
     "data.workers=1",
     "vqvae.filters=[8, 16]",
     "vqvae.residual_blocks=1",
@@ -37,16 +37,21 @@ TINY = [
     "pixelcnn.embedding_dim=8",
     "pixelcnn.epochs=2",
     "pixelcnn.batch_size=8",
-    "generate.count=4",
-    "generate.batch_size=4",
+    "generate.count=16",
+    "generate.batch_size=8",
     "evaluate.batch_size=16",
-    # The tiny run has 8 held-out slices and 4 samples: far too few for a meaningful C2ST or
+    # The tiny run has a few held-out slices and samples: far too few for a meaningful C2ST or
     # coverage, which evaluate refuses by default; these tests check the wiring, not power.
     "evaluate.min_images=2",
     "evaluate.coverage.k=1",
     "evaluate.bootstrap=50",
     "evaluate.c2st.steps=20",
     "evaluate.probe.steps=20",
+    "utility.steps=10",
+    "utility.filters=[8]",
+    "utility.image_size=0",
+    "utility.bootstrap=100",
+    "utility.real_fractions=[0.5, 1.0]",
 ]
 
 

@@ -141,8 +141,10 @@ class DatasetWriter:
         images_per_shard: int,
         segmentation: bool,
         slice_levels: bool = False,
+        allow_empty_splits: bool = False,
     ) -> None:
         self.directory = Path(directory)
+        self.allow_empty_splits = allow_empty_splits  # e.g. generated samples: train only
         self.image_size = image_size
         self.images_per_shard = images_per_shard
         self.segmentation = segmentation
@@ -206,11 +208,12 @@ class DatasetWriter:
         `oasis_vqvae.data.conditions`); None: the slice level only.
 
         Raises:
-            DataError: a split ended up without any image (e.g. all its files were skipped).
+            DataError: a split ended up without any image (e.g. all its files were skipped),
+                unless the writer allows empty splits.
         """
         self._close_shard()
         for split, state in self._splits.items():
-            if state.count == 0:
+            if state.count == 0 and not self.allow_empty_splits:
                 raise DataError(f"the {split} split has no usable slices ({len(skipped)} skipped)")
         digest = self._hasher.hexdigest()  # before renaming: the hasher reads the partial files
         for split, state in self._splits.items():
@@ -436,12 +439,12 @@ def _records(
     if split not in manifest["shards"]:
         raise DataError(f"{dataset_dir}: no split {split!r}; the dataset has {list(SPLITS)}")
     files = [_join(dataset_dir, name) for name in manifest["shards"][split]]
-    shards = tf.data.Dataset.from_tensor_slices(files)
+    shards = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))  # may be empty
     if shuffle:
-        shards = shards.shuffle(len(files), seed=seed)
+        shards = shards.shuffle(max(len(files), 1), seed=seed)
     return shards.interleave(
         lambda path: tf.data.TFRecordDataset(path, buffer_size=1 << 22),
-        cycle_length=min(len(files), 4) if shuffle else 1,  # in order when not shuffling
+        cycle_length=max(1, min(len(files), 4)) if shuffle else 1,  # in order when not shuffling
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )

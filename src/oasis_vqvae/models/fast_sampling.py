@@ -17,24 +17,38 @@ the horizontal stack then goes position by position.
 The walk is one XLA-compiled TensorFlow graph, no Python per code, on CPU or GPU.
 Memory is the row buffers, ``O(batch * width * filters)``, not the whole grid.
 
+Conditional models stay exact: their conditions are constant over a grid, so the
+condition embedding and each layer's condition term (``(B, channels)``) are computed once
+per batch, before the walk, and added where the model adds them. Classifier-free guidance
+(Ho & Salimans 2022) walks the batch twice over, with and without the conditions, and
+draws every code from ``(1 + w) * conditional - w * unconditional`` logits.
+
 Supported: the models `oasis_vqvae.models.pixelcnn.build_pixelcnn` builds, plain or
-gated, one-hot or embedded codes, with or without a position bias, any depth, width, codebook size or first kernel size. Anything else is refused
-with `UnsupportedModelError` rather than sampled from a different distribution, and
-every sampler checks its logits against the model's own on a random grid first.
+gated, one-hot or embedded codes, with or without a position bias and conditions, any
+depth, width, codebook size or first kernel size. Anything else is refused with
+`UnsupportedModelError` rather than sampled from a different distribution, and every
+sampler checks its logits against the model's own on a random grid first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from oasis_vqvae.models.pixelcnn import GatedPixelBlock, MaskedConv2D, OneHot, PositionBias
+from oasis_vqvae.models.conditioning import ConditionEncoder
+from oasis_vqvae.models.pixelcnn import (
+    ConditionBias,
+    GatedPixelBlock,
+    MaskedConv2D,
+    OneHot,
+    PositionBias,
+)
 
-__all__ = ["FastSampler", "UnsupportedModelError", "draw_codes"]
+__all__ = ["FastSampler", "UnsupportedModelError", "draw_codes", "guided_logits", "model_inputs"]
 
 State = tuple[tf.Tensor, ...]
 
@@ -53,6 +67,38 @@ def draw_codes(logits: tf.Tensor, temperature: float, uniform: tf.Tensor) -> tf.
     probs = tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
     below = tf.cast(tf.cumsum(probs, axis=-1) <= uniform[:, None], tf.int32)
     return tf.minimum(tf.reduce_sum(below, axis=-1), tf.shape(logits)[-1] - 1)
+
+
+def guided_logits(logits: tf.Tensor, guidance: float | tf.Tensor) -> tf.Tensor:
+    """Classifier-free guidance: ``(2B, K)`` logits -> ``(B, K)``.
+
+    The first ``B`` rows are conditional, the last ``B`` unconditional; the result is
+    ``(1 + w) * conditional - w * unconditional``.
+    """
+    conditional, unconditional = tf.split(logits, 2, axis=0)
+    return (1.0 + guidance) * conditional - guidance * unconditional
+
+
+def model_inputs(model: keras.Model, codes, conditions=None):
+    """What ``model`` takes: ``codes`` alone, or ``[codes, conditions]`` if it is conditional.
+
+    Raises ValueError if conditions are missing for, or given to, the wrong kind of model.
+    """
+    count = conditions_count(model)
+    if count == 0:
+        if conditions is not None and np.shape(conditions)[-1] != 0:
+            raise ValueError(f"{model.name} is unconditional; it takes no conditions.")
+        return codes
+    if conditions is None or tuple(np.shape(conditions)[1:]) != (count,):
+        shape = None if conditions is None else np.shape(conditions)
+        raise ValueError(f"{model.name} needs conditions (B, {count}), got {shape}.")
+    return [codes, conditions]
+
+
+def conditions_count(model: keras.Model) -> int:
+    """Number of condition columns a PixelCNN takes (0: unconditional)."""
+    inputs = model.inputs if isinstance(model.inputs, list) else [model.inputs]
+    return int(inputs[1].shape[-1]) if len(inputs) > 1 else 0
 
 
 # Layer weights, restricted to what one position reads.
@@ -86,11 +132,12 @@ class _OneHotTaps:
     taps: np.ndarray  # (taps, 2)
     flops: int
 
-    def __call__(self, codes: tf.Tensor) -> tf.Tensor:
+    def __call__(self, codes: tf.Tensor, extra: tf.Tensor | None = None) -> tf.Tensor:
         """Codes ``(..., taps)`` read at the tap offsets -> activations ``(..., filters)``."""
         rows_per_tap = self.table.shape[0] // len(self.taps)
         index = codes + rows_per_tap * tf.range(len(self.taps), dtype=codes.dtype)
-        return self.activation(tf.reduce_sum(tf.gather(self.table, index), axis=-2) + self.bias)
+        y = tf.reduce_sum(tf.gather(self.table, index), axis=-2) + self.bias
+        return self.activation(y if extra is None else y + extra)
 
 
 def _kernel(layer: keras.layers.Layer) -> np.ndarray:
@@ -145,6 +192,13 @@ def _one_hot_taps(
         taps=taps,
         flops=2 * len(taps) * kernel.shape[-1],
     )
+
+
+def _plus(x: tf.Tensor, term: tf.Tensor | None) -> tf.Tensor:
+    """``x`` ``(B, C)`` or ``(B, W, C)`` plus a per-sample condition term ``(B, C)``."""
+    if term is None:
+        return x
+    return x + (term if x.shape.rank == 2 else term[:, None, :])
 
 
 def _gate(x: tf.Tensor) -> tf.Tensor:
@@ -225,20 +279,47 @@ def _embedding(layers: dict[str, keras.layers.Layer]) -> np.ndarray | None:
     return keras.ops.convert_to_numpy(layers["embedding"].embeddings).astype(np.float32)
 
 
+def _condition_dense(layer: keras.layers.Layer, condition: tf.Tensor) -> tf.Tensor:
+    """A condition term ``(B, units)`` float32 of a ``(B, D)`` condition embedding."""
+    return tf.cast(layer(condition), tf.float32)
+
+
+def _activation_after(layers: dict[str, keras.layers.Layer], conv: str, condition: str):
+    """The activation of ``conv`` (unconditional) or of the `ConditionBias` after it."""
+    if condition in layers:
+        return layers[condition].activation
+    return layers[conv].activation
+
+
+def _with_activation(dense: _Dense, activation: Callable) -> _Dense:
+    return _Dense(dense.kernel, dense.bias, activation, dense.flops)
+
+
 class _PlainPlan:
     """Type-A masked conv, type-B residual blocks, 1x1 head, one position at a time."""
 
     def __init__(self, layers: dict[str, keras.layers.Layer], blocks: int, hidden: int) -> None:
         first = layers["masked_a"]
+        self.layers = layers
+        self.blocks_count = blocks
         self.pad = first.kernel_size[0] // 2  # code padding: rows above, columns each side
         self.first = _one_hot_taps(first, self.pad + 1, _embedding(layers))
+        self.first = _OneHotTaps(
+            self.first.table, self.first.bias,
+            _activation_after(layers, "masked_a", "masked_a_condition"),
+            self.first.taps, self.first.flops,
+        )  # fmt: skip
         self.position_bias = _position(layers, "position")
         self.first_index = _flat_taps(self.first.taps, 2 * self.pad + 1)
         self.blocks = [
             (
                 _dense(layers[f"res_{i}_in"]),
-                _dense(
-                    layers[f"res_{i}_masked"], layers[f"res_{i}_masked"].kernel_size[0] // 2 + 1
+                _with_activation(
+                    _dense(
+                        layers[f"res_{i}_masked"],
+                        layers[f"res_{i}_masked"].kernel_size[0] // 2 + 1,
+                    ),
+                    _activation_after(layers, f"res_{i}_masked", f"res_{i}_condition"),
                 ),
                 layers[f"res_{i}_masked"].kernel_size,
                 _dense(layers[f"res_{i}_out"]),
@@ -261,20 +342,27 @@ class _PlainPlan:
             for into, _, (kh, kw), _ in self.blocks
         )
 
-    def start_row(self, state: State, padded: tf.Tensor, row: tf.Tensor) -> State:
+    def condition_terms(self, condition: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """Terms ``(B, channels)`` of ``masked_a`` and each block's masked conv."""
+        names = ["masked_a_condition", *(f"res_{i}_condition" for i in range(self.blocks_count))]
+        return tuple(_condition_dense(self.layers[name].dense, condition) for name in names)
+
+    def start_row(self, state: State, padded: tf.Tensor, row: tf.Tensor, terms=()) -> State:
         """Nothing is computed per row."""
         return state
 
-    def position(self, state: State, padded: tf.Tensor, row: tf.Tensor, col: tf.Tensor):
+    def position(self, state: State, padded: tf.Tensor, row: tf.Tensor, col: tf.Tensor, terms=()):
         """Logits ``(B, K)`` at ``(row, col)`` and the updated row buffers."""
+        terms = terms or (None,) * (len(self.blocks) + 1)
         side = 2 * self.pad + 1
         codes = _code_window(padded, row, col, self.pad + 1, side)
-        x = self.first(tf.gather(codes, self.first_index, axis=1))
+        x = self.first(tf.gather(codes, self.first_index, axis=1), extra=terms[0])
         x = _add_position(x, self.position_bias, row, col)
         buffers = []
-        for (into, masked, (_, kw), out), buffer in zip(self.blocks, state, strict=True):
+        blocks = zip(self.blocks, state, terms[1:], strict=True)
+        for (into, masked, (_, kw), out), buffer, term in blocks:
             buffer = _put(buffer, into(x), col + kw // 2)
-            x = x + out(masked(_window(buffer, col, kw)))
+            x = x + out(masked(_window(buffer, col, kw), extra=term))
             buffers.append(buffer)
         for layer in self.head:
             x = layer(x)
@@ -290,6 +378,7 @@ class _GatedPlan:
 
     def __init__(self, layers: dict[str, keras.layers.Layer], blocks: int, hidden: int) -> None:
         gated = [layers[f"gated_{i}"] for i in range(blocks + 1)]
+        self.gated = gated
         first = gated[0]
         self.pad = first.kernel_size // 2
         embedding = _embedding(layers)
@@ -326,9 +415,18 @@ class _GatedPlan:
         n = len(self.vertical)
         return list(state[:n]), list(state[n : 2 * n]), list(state[2 * n :])
 
-    def start_row(self, state: State, padded: tf.Tensor, row: tf.Tensor) -> State:
+    def condition_terms(self, condition: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """Per gated layer, the vertical then the horizontal term ``(B, 2 * filters)``."""
+        return tuple(
+            _condition_dense(dense, condition)
+            for g in self.gated
+            for dense in (g.condition_v, g.condition_h)
+        )
+
+    def start_row(self, state: State, padded: tf.Tensor, row: tf.Tensor, terms=()) -> State:
         """The vertical stacks of the whole row and their links into the horizontal stacks."""
         vertical, horizontal, _ = self._split(state)
+        v_terms = terms[0::2] if terms else (None,) * len(self.v_to_h)
         width = padded.shape[2] - 2 * self.pad
         slab = tf.reshape(tf.slice(padded, [0, row, 0], [padded.shape[0], self.pad, -1]),
                           (padded.shape[0], -1))  # fmt: skip
@@ -337,13 +435,13 @@ class _GatedPlan:
             + np.arange(width)[:, None]
             + self.first_vertical.taps[None, :, 1]
         )  # (W, taps) into the slab of the rows above
-        v_pre = self.first_vertical(tf.gather(slab, index, axis=1))
+        v_pre = _plus(self.first_vertical(tf.gather(slab, index, axis=1)), v_terms[0])
         links = [self.v_to_h[0](v_pre)]
         for i, (conv, k) in enumerate(zip(self.vertical, self.vertical_size, strict=True)):
             v = _gate(v_pre)
             vertical[i] = _put(vertical[i], _add_position(v, self.position_v, row) if i == 0 else v,
                                k // 2)  # fmt: skip
-            v_pre = tf.squeeze(self._row_conv(vertical[i], conv, k), 1)
+            v_pre = _plus(tf.squeeze(self._row_conv(vertical[i], conv, k), 1), v_terms[i + 1])
             links.append(self.v_to_h[i + 1](v_pre))
         return (*vertical, *horizontal, *links)
 
@@ -352,18 +450,20 @@ class _GatedPlan:
         kernel = tf.reshape(conv.kernel, (buffer.shape[1], k, buffer.shape[-1], -1))
         return tf.nn.conv2d(buffer, kernel, 1, "VALID") + conv.bias
 
-    def position(self, state: State, padded: tf.Tensor, row: tf.Tensor, col: tf.Tensor):
+    def position(self, state: State, padded: tf.Tensor, row: tf.Tensor, col: tf.Tensor, terms=()):
         """Logits ``(B, K)`` at ``(row, col)`` and the updated horizontal buffers."""
         vertical, horizontal, links = self._split(state)
+        h_terms = terms[1::2] if terms else (None,) * len(self.v_to_h)
         side = 2 * self.pad + 1
         codes = _code_window(padded, row + self.pad, col, 1, side)
         h_pre = self.first_horizontal(tf.gather(codes, self.first_horizontal.taps[:, 1], axis=1))
-        h = self.h_out[0](_gate(h_pre + links[0][:, col]))
+        h = self.h_out[0](_gate(_plus(h_pre + links[0][:, col], h_terms[0])))
         h = _add_position(h, self.position_h, row, col)
         for i, conv in enumerate(self.horizontal):
             k = self.vertical_size[i]
             horizontal[i] = _put(horizontal[i], h, col + k // 2)
-            h_pre = conv(_window(horizontal[i], col, k), extra=links[i + 1][:, col])
+            h_pre = conv(_window(horizontal[i], col, k), extra=_plus(links[i + 1][:, col],
+                                                                     h_terms[i + 1]))  # fmt: skip
             h = h + self.h_out[i + 1](_gate(h_pre))
         for layer in self.head:
             h = layer(h)
@@ -383,7 +483,16 @@ class _GatedPlan:
 def _plan_for(model: keras.Model) -> _PlainPlan | _GatedPlan:
     """The plan of a `build_pixelcnn` model; `UnsupportedModelError` for anything else."""
     layers = {layer.name: layer for layer in model.layers}
-    names = [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    names = [
+        layer.name
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer) and layer.name != "condition_encoder"
+    ]
+    conditional = "condition_encoder" in layers
+    if conditional != (conditions_count(model) > 0) or (
+        conditional and not isinstance(layers["condition_encoder"], ConditionEncoder)
+    ):
+        raise UnsupportedModelError(f"{model.name}: conditions input without its encoder")
     hidden = sum(name.startswith("hidden_") for name in names)
     head = [*(f"hidden_{i}" for i in range(hidden)), "logits"]
     codes_in = "embedding" if "embedding" in layers else "one_hot"
@@ -393,12 +502,21 @@ def _plan_for(model: keras.Model) -> _PlainPlan | _GatedPlan:
         gated = [f"gated_{i}" for i in range(blocks + 1)]
         expected = [codes_in, gated[0], *positions, *gated[1:], *head]
         plan_type: type = _GatedPlan
+        if any(getattr(layers[g], "conditional", None) != conditional for g in gated):
+            raise UnsupportedModelError(f"{model.name}: gated layers disagree on conditions")
     else:
         blocks = sum(name.endswith("_add") and name.startswith("res_") for name in names)
-        parts = ("in", "masked", "out", "add")
+        parts = ("in", "masked", *(["condition"] if conditional else []), "out", "add")
         res = [f"res_{i}_{part}" for i in range(blocks) for part in parts]
-        expected = [codes_in, "masked_a", *positions, *res, *head]
+        first = ["masked_a", "masked_a_condition"] if conditional else ["masked_a"]
+        expected = [codes_in, *first, *positions, *res, *head]
         plan_type = _PlainPlan
+        if conditional and any(
+            layers[name].activation is not keras.activations.linear
+            for name in ["masked_a", *(f"res_{i}_masked" for i in range(blocks))]
+            if name in layers
+        ):
+            raise UnsupportedModelError(f"{model.name}: a conditioned conv has an activation")
     if names != expected:
         raise UnsupportedModelError(
             f"{model.name}: layers {names} are not a build_pixelcnn layout ({expected})"
@@ -411,7 +529,8 @@ def _plan_for(model: keras.Model) -> _PlainPlan | _GatedPlan:
 def _check_layer(layer: keras.layers.Layer) -> None:
     """Refuse layer settings the plans do not reproduce (strides, dilation, types)."""
     kinds = (keras.layers.InputLayer, OneHot, keras.layers.Embedding, PositionBias,
-             GatedPixelBlock, keras.layers.Add, keras.layers.Conv2D)  # fmt: skip
+             GatedPixelBlock, keras.layers.Add, keras.layers.Conv2D, ConditionEncoder,
+             ConditionBias)  # fmt: skip
     if not isinstance(layer, kinds):
         raise UnsupportedModelError(f"layer {layer.name!r} ({type(layer).__name__}) is unknown")
     convs = (
@@ -442,6 +561,7 @@ class FastSampler:
     def __init__(self, pixelcnn: keras.Model, check: bool = True) -> None:
         self.model = pixelcnn
         self.num_embeddings = int(pixelcnn.output_shape[-1])
+        self.num_conditions = conditions_count(pixelcnn)
         self._plan = _plan_for(pixelcnn)
         self._walk = tf.function(self._walk_grid, jit_compile=True)
         if check:
@@ -453,22 +573,40 @@ class FastSampler:
         return self._plan.flops
 
     def sample(
-        self, codes: np.ndarray, uniforms: np.ndarray, start_row: int, temperature: float
+        self,
+        codes: np.ndarray,
+        uniforms: np.ndarray,
+        start_row: int,
+        temperature: float,
+        conditions: np.ndarray | None = None,
+        guidance: float = 0.0,
     ) -> np.ndarray:
         """Fill rows ``start_row:`` of ``codes`` ``(B, H, W)``; return the completed grids.
 
-        ``uniforms`` ``(B, H * W)`` in [0, 1) drive the draws (see `draw_codes`).
+        ``uniforms`` ``(B, H * W)`` in [0, 1) drive the draws (see `draw_codes`);
+        ``conditions`` ``(B, C)`` is a conditional model's second input; ``guidance`` > 0
+        draws from classifier-free guided logits (conditional models only).
         """
+        guided = guidance > 0
+        codes = np.asarray(codes, np.int32)
+        if guided:
+            if not self.num_conditions:
+                raise ValueError("guidance needs a conditional model")
+            codes = np.concatenate([codes, codes])
+            conditions = np.concatenate([conditions, np.full_like(conditions, np.nan)])
         out, _ = self._walk(
-            tf.constant(codes, tf.int32),
+            tf.constant(codes),
             tf.constant(uniforms, tf.float32),
             tf.constant(start_row, tf.int32),
             tf.constant(temperature, tf.float32),
+            self._terms(conditions, len(codes)),
+            tf.constant(guidance, tf.float32),
             collect_logits=False,
+            guided=guided,
         )
         return out.numpy()
 
-    def logits(self, codes: np.ndarray) -> np.ndarray:
+    def logits(self, codes: np.ndarray, conditions: np.ndarray | None = None) -> np.ndarray:
         """Logits ``(B, H, W, K)`` of given grids, computed position by position."""
         codes = np.asarray(codes, np.int32)
         _, logits = self._walk(
@@ -476,15 +614,36 @@ class FastSampler:
             tf.zeros(codes.shape[:1] + (codes.shape[1] * codes.shape[2],)),
             tf.constant(codes.shape[1], tf.int32),  # nothing is sampled
             tf.constant(1.0),
+            self._terms(conditions, len(codes)),
+            tf.constant(0.0),
             collect_logits=True,
+            guided=False,
         )
         return logits.numpy()
 
+    def _terms(self, conditions: np.ndarray | None, batch: int) -> tuple[tf.Tensor, ...]:
+        """Every layer's condition term ``(B, channels)``, computed once for the batch."""
+        model_inputs(self.model, np.zeros((batch, 1, 1)), conditions)  # checks the shape
+        if not self.num_conditions:
+            return ()
+        if len(conditions) != batch:
+            raise ValueError(f"conditions have {len(conditions)} rows for {batch} grids")
+        encoder = self.model.get_layer("condition_encoder")
+        condition = encoder(tf.constant(conditions, tf.float32), training=False)
+        return self._plan.condition_terms(condition)
+
     def _check_against_model(self) -> None:
-        height, width = (int(n) for n in self.model.input_shape[1:3])
-        codes = np.random.default_rng(0).integers(0, self.num_embeddings, (1, height, width))
-        expected = self.model(codes.astype(np.int32), training=False).numpy()
-        error = np.abs(self.logits(codes) - expected).max()
+        height, width = grid_shape(self.model)
+        rng = np.random.default_rng(0)
+        codes = rng.integers(0, self.num_embeddings, (2, height, width)).astype(np.int32)
+        conditions = None
+        if self.num_conditions:
+            encodings = self.model.get_layer("condition_encoder").encodings
+            conditions = random_conditions(encodings, 2, rng)
+            conditions[1] = np.nan  # and the null
+        inputs = model_inputs(self.model, codes, conditions)
+        expected = self.model(inputs, training=False).numpy()
+        error = np.abs(self.logits(codes, conditions) - expected).max()
         scale = np.abs(expected).max() + 1.0
         if not error <= 1e-4 * scale:
             raise UnsupportedModelError(
@@ -492,26 +651,39 @@ class FastSampler:
                 f"{error:.3g}; this layout is not supported by the fast sampler"
             )
 
-    def _walk_grid(self, codes, uniforms, start_row, temperature, collect_logits: bool):
-        """Raster walk: rows ``< start_row`` are kept as given, the rest are drawn."""
+    def _walk_grid(
+        self, codes, uniforms, start_row, temperature, terms, guidance, collect_logits: bool,
+        guided: bool,
+    ):  # fmt: skip
+        """Raster walk: rows ``< start_row`` are kept as given, the rest are drawn.
+
+        Guided: ``codes`` and ``terms`` hold the batch twice (conditional, then null
+        conditions); both halves get the same drawn codes.
+        """
         plan, pad = self._plan, self._plan.pad
         batch, height, width = codes.shape
+        samples = batch // 2 if guided else batch
         padded = tf.pad(codes, [[0, 0], [pad, 0], [pad, pad]], constant_values=self.num_embeddings)
-        logits_shape = (batch, height, width, self.num_embeddings) if collect_logits else (0,)
+        logits_shape = (samples, height, width, self.num_embeddings) if collect_logits else (0,)
         all_logits = tf.zeros(logits_shape)
 
         def position(row, col, padded, state, all_logits):
-            logits, state = plan.position(state, padded, row, col)
-            given = padded[:, row + pad, col + pad]
+            logits, state = plan.position(state, padded, row, col, terms)
+            if guided:
+                logits = guided_logits(logits, guidance)
+            given = padded[:, row + pad, col + pad][:samples]
             drawn = draw_codes(logits, temperature, uniforms[:, row * width + col])
-            code = tf.where(row >= start_row, drawn, given)
+            # A static (samples,) shape: slicing [:1] of a size-1 batch leaves it unknown.
+            code = tf.reshape(tf.where(row >= start_row, drawn, given), (samples,))
+            if guided:
+                code = tf.concat([code, code], axis=0)
             padded = _update(padded, code[:, None], row + pad, col + pad)
             if collect_logits:
                 all_logits = _update(all_logits, logits[:, None], row, col)
             return col + 1, padded, state, all_logits
 
         def row_step(row, padded, state, all_logits):
-            state = plan.start_row(state, padded, row)
+            state = plan.start_row(state, padded, row, terms)
             _, padded, state, all_logits = tf.while_loop(
                 lambda col, *_: col < width,
                 lambda col, *loop: position(row, col, *loop),
@@ -524,4 +696,21 @@ class FastSampler:
             row_step,
             (tf.constant(0), padded, plan.initial_state(batch, width), all_logits),
         )
-        return padded[:, pad:, pad : pad + width], all_logits
+        return padded[:samples, pad:, pad : pad + width], all_logits
+
+
+def grid_shape(model: keras.Model) -> tuple[int, int]:
+    """``(H, W)`` of the code grids a PixelCNN reads."""
+    inputs = model.inputs if isinstance(model.inputs, list) else [model.inputs]
+    return tuple(int(n) for n in inputs[0].shape[1:3])  # type: ignore[return-value]
+
+
+def random_conditions(encodings, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``(count, C)`` valid conditions drawn at random (indices / values within the range)."""
+    columns = []
+    for e in encodings:
+        if e["kind"] == "categorical":
+            columns.append(rng.integers(0, len(e["values"]), count).astype(np.float32))
+        else:
+            columns.append(rng.uniform(*e["range"], count).astype(np.float32))
+    return np.stack(columns, axis=1)

@@ -21,6 +21,13 @@ Layer structure (names, which `oasis_vqvae.models.fast_sampling` relies on):
   (type B, 3x3, i = 1..residual_blocks) -> ``hidden_{i}`` -> ``logits``; each
   `GatedPixelBlock` maps ``[vertical, horizontal]`` stacks to new stacks.
 Every layer keeps the grid size (``padding="same"``, stride 1).
+
+Conditional (``conditions`` given): a second input ``conditions`` ``(B, C)`` ->
+``condition_encoder`` (see `oasis_vqvae.models.conditioning`) -> ``h`` ``(B, D)``. Gated:
+every ``gated_{i}`` is ``conditional`` and takes ``[v, h_stack, h]``. Plain: ``masked_a``
+and each ``res_{i}_masked`` lose their ReLU to a following ``masked_a_condition`` /
+``res_{i}_condition`` (`ConditionBias`). Unconditional models keep the layers above,
+so ``.keras`` files saved before conditions still load.
 """
 
 from __future__ import annotations
@@ -32,9 +39,11 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from oasis_vqvae.models.conditioning import ConditionEncoder, ConditionEncoding
 from oasis_vqvae.models.vqvae import Conv2D, bias_and_activation
 
 __all__ = [
+    "ConditionBias",
     "GatedPixelBlock",
     "MASK_TYPES",
     "MaskedConv2D",
@@ -150,6 +159,45 @@ class PositionBias(layers.Layer):
         return inputs + ops.cast(self.bias, inputs.dtype)
 
 
+@keras.saving.register_keras_serializable(package="oasis_vqvae")
+class ConditionBias(layers.Layer):
+    """``[x (B, H, W, C), c (B, D)]`` -> ``activation(x + dense(c))``, the same at every position.
+
+    The plain PixelCNN's way of taking a condition: its masked convolutions run without
+    their activation and this adds the condition's term before it (as the gated layers do).
+    """
+
+    def __init__(self, units: int, activation: str | None = "relu", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.activation = keras.activations.get(activation)
+        self.dense = layers.Dense(self.units, dtype=self.dtype_policy, name="dense")
+
+    def build(self, input_shape: Sequence[tuple]) -> None:
+        """Build the dense map of the condition ``(B, D)`` -> ``(B, units)``."""
+        x_shape, c_shape = (tuple(s) for s in input_shape)
+        if x_shape[-1] != self.units:
+            raise ValueError(f"ConditionBias has {self.units} units, x {x_shape[-1]} channels")
+        self.dense.build(c_shape)
+
+    def call(self, inputs: Sequence[Any]) -> Any:
+        """Add the condition term and apply the activation."""
+        x, condition = inputs
+        return self.activation(x + ops.cast(self.dense(condition), x.dtype)[:, None, None, :])
+
+    def compute_output_shape(self, input_shape: Sequence[tuple]) -> tuple:
+        """Same as ``x``."""
+        return tuple(input_shape[0])
+
+    def get_config(self) -> dict[str, Any]:
+        """Layer config plus ``units`` and ``activation``."""
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": keras.activations.serialize(self.activation),
+        }
+
+
 def _gate(x: Any) -> Any:
     """Gated activation: tanh(first half of channels) * sigmoid(second half)."""
     a, b = ops.split(x, 2, axis=-1)
@@ -177,10 +225,20 @@ class GatedPixelBlock(layers.Layer):
     (type "A" first, "B" later). Together they cover every earlier position in the
     receptive field: no blind spot. ``mask_type="A"`` is the first layer (no
     residual: its input holds the current code); "B" layers add a residual.
+
+    ``conditional=True`` (section 2.3 of the paper): the inputs are ``[v, h, c]`` with ``c``
+    ``(B, D)`` the condition embedding, and ``condition_v(c)``, ``condition_h(c)``
+    (``(B, 2 * filters)``, one value per sample) are added to ``v_pre`` and ``h_pre``, so
+    both halves of both gates see the condition: ``tanh(W_f x + V_f c) * sigmoid(W_g x + V_g c)``.
     """
 
     def __init__(
-        self, filters: int, kernel_size: int = 3, mask_type: str = "B", **kwargs: Any
+        self,
+        filters: int,
+        kernel_size: int = 3,
+        mask_type: str = "B",
+        conditional: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if mask_type not in ("A", "B"):
@@ -197,10 +255,19 @@ class GatedPixelBlock(layers.Layer):
         )
         self.vertical_to_horizontal = Conv2D(f2, 1, dtype=dtype, name="v_to_h")
         self.horizontal_out = Conv2D(self.filters, 1, dtype=dtype, name="h_out")
+        self.conditional = bool(conditional)
+        if self.conditional:  # V_v^T h and V_h^T h: one gate bias per sample and stack
+            self.condition_v = layers.Dense(f2, dtype=dtype, name="condition_v")
+            self.condition_h = layers.Dense(f2, dtype=dtype, name="condition_h")
 
     def build(self, input_shape: Sequence[tuple]) -> None:
-        """Build the four convolutions for ``[v_shape, h_shape]``."""
-        v_shape, h_shape = (tuple(s) for s in input_shape)
+        """Build the convolutions for ``[v_shape, h_shape(, condition_shape)]``."""
+        v_shape, h_shape = (tuple(s) for s in input_shape[:2])
+        if self.conditional:
+            if len(input_shape) != 3:
+                raise ValueError("A conditional gated block takes [v, h, condition].")
+            self.condition_v.build(tuple(input_shape[2]))
+            self.condition_h.build(tuple(input_shape[2]))
         if self.mask_type == "B" and h_shape[-1] != self.filters:
             raise ValueError(
                 f"A type-B gated block needs {self.filters} horizontal input "
@@ -212,12 +279,16 @@ class GatedPixelBlock(layers.Layer):
         self.horizontal_out.build((*h_shape[:-1], self.filters))
 
     def call(self, inputs: Sequence[Any]) -> list[Any]:
-        """``[v, h]`` -> ``[v', h']``."""
-        v_in, h_in = inputs
-        # Vertical stack.
+        """``[v, h]`` (or ``[v, h, condition]``) -> ``[v', h']``."""
+        v_in, h_in = inputs[:2]
+        # Vertical stack (plus its condition term, constant over the grid).
         v = self.vertical(v_in)
+        if self.conditional:
+            v = v + self.condition_v(inputs[2])[:, None, None, :]
         # Horizontal stack, fed by the vertical one.
         h = self.horizontal(h_in) + self.vertical_to_horizontal(v)
+        if self.conditional:
+            h = h + self.condition_h(inputs[2])[:, None, None, :]
         h_out = self.horizontal_out(_gate(h))
         if self.mask_type == "B":
             h_out = h_out + h_in
@@ -225,25 +296,37 @@ class GatedPixelBlock(layers.Layer):
 
     def compute_output_shape(self, input_shape: Sequence[tuple]) -> list[tuple]:
         """Both stacks get ``filters`` channels."""
-        v_shape, h_shape = (tuple(s) for s in input_shape)
+        v_shape, h_shape = (tuple(s) for s in input_shape[:2])
         return [(*v_shape[:-1], self.filters), (*h_shape[:-1], self.filters)]
 
     def get_config(self) -> dict[str, Any]:
-        """Layer config plus ``filters``, ``kernel_size`` and ``mask_type``."""
-        return {
+        """Layer config plus ``filters``, ``kernel_size``, ``mask_type`` (and ``conditional``)."""
+        config = {
             **super().get_config(),
             "filters": self.filters,
             "kernel_size": self.kernel_size,
             "mask_type": self.mask_type,
         }
+        if self.conditional:  # absent from unconditional configs, as before conditions
+            config["conditional"] = True
+        return config
 
 
-def _residual_block(x: Any, filters: int, name: str, dtype: str | None) -> Any:
-    """Keras-example residual block: 1x1 -> masked 3x3 (B) -> 1x1, plus the input."""
+def _residual_block(
+    x: Any, filters: int, name: str, dtype: str | None, condition: Any = None
+) -> Any:
+    """Keras-example residual block: 1x1 -> masked 3x3 (B) -> 1x1, plus the input.
+
+    With a ``condition`` ``(B, D)``, the masked conv's ReLU moves into ``{name}_condition``,
+    which adds the condition's term first.
+    """
     h = Conv2D(filters // 2, 1, activation="relu", dtype=dtype, name=f"{name}_in")(x)
+    activation = "relu" if condition is None else None
     h = MaskedConv2D(
-        filters // 2, 3, mask_type="B", activation="relu", dtype=dtype, name=f"{name}_masked"
+        filters // 2, 3, mask_type="B", activation=activation, dtype=dtype, name=f"{name}_masked"
     )(h)
+    if condition is not None:
+        h = ConditionBias(filters // 2, dtype=dtype, name=f"{name}_condition")([h, condition])
     h = Conv2D(filters, 1, activation="relu", dtype=dtype, name=f"{name}_out")(h)
     return layers.Add(dtype=dtype, name=f"{name}_add")([x, h])
 
@@ -258,10 +341,20 @@ def build_pixelcnn(
     gated: bool = False,
     embedding_dim: int = 0,
     position_bias: bool = False,
+    conditions: Sequence[ConditionEncoding] = (),
+    condition_dim: int = 32,
+    condition_dropout: float = 0.0,
+    seed: int | None = None,
     name: str = "pixelcnn",
     dtype: str | None = None,
 ) -> keras.Model:
     """PixelCNN: int32 codes ``(B, H, W)`` -> logits ``(B, H, W, num_embeddings)``.
+
+    With ``conditions``, the model takes ``[codes, conditions]``, ``conditions`` float32
+    ``(B, C)`` as `oasis_vqvae.models.conditioning` describes, embedded by a
+    ``condition_encoder`` into ``(B, condition_dim)`` that every gated layer (or, plain,
+    the first masked conv and each residual block's masked conv) adds to its
+    pre-activations. Conditions are constant over the grid, so the model stays causal.
 
     Args:
         grid_shape: ``(H, W)`` of the VQ-VAE's latent grid, e.g. ``(32, 32)``.
@@ -278,8 +371,14 @@ def build_pixelcnn(
         position_bias: Add a learned `PositionBias` after the first layer, so the model
             knows where in the grid each code is.
         name: Model name.
+        conditions: The encodings of the model's conditions, in input order (empty: an
+            unconditional single-input model, the layout of before conditions).
+        condition_dim: Width of the condition embedding.
+        condition_dropout: Training only: share of samples whose conditions are replaced
+            by the learned null (so the model also samples unconditionally).
+        seed: Seed of the condition dropout draws.
         dtype: The layers' Keras dtype policy, e.g. ``"mixed_bfloat16"`` (None: the global
-            one); the embedding and the logits compute in float32 under any policy.
+            one); the embeddings and the logits compute in float32 under any policy.
 
     The output is logits (no softmax): train with
     ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)`` on
@@ -298,6 +397,12 @@ def build_pixelcnn(
         raise ValueError("residual_blocks, hidden_layers and embedding_dim must be >= 0.")
 
     inputs = keras.Input((height, width), dtype="int32", name="codes")
+    condition = None
+    if conditions:
+        condition_input = keras.Input((len(conditions),), dtype="float32", name="conditions")
+        condition = ConditionEncoder(
+            conditions, condition_dim, condition_dropout, seed, name="condition_encoder"
+        )(condition_input)
     if embedding_dim:
         # float32: each row's gradient sums over every position holding its code.
         x = layers.Embedding(num_embeddings, embedding_dim, dtype="float32", name="embedding")(
@@ -307,24 +412,34 @@ def build_pixelcnn(
         x = OneHot(num_embeddings, dtype=dtype, name="one_hot")(inputs)
     if gated:
         # Vertical and horizontal stacks.
-        v, h = GatedPixelBlock(filters, kernel_size, "A", dtype=dtype, name="gated_0")([x, x])
+        extra = [] if condition is None else [condition]
+        gated_kwargs = {"conditional": True} if conditions else {}
+        v, h = GatedPixelBlock(
+            filters, kernel_size, "A", dtype=dtype, name="gated_0", **gated_kwargs
+        )([x, x, *extra])
         if position_bias:
             v = PositionBias(dtype=dtype, name="position_v")(v)
             h = PositionBias(dtype=dtype, name="position_h")(h)
         for i in range(1, residual_blocks + 1):
-            v, h = GatedPixelBlock(filters, 3, "B", dtype=dtype, name=f"gated_{i}")([v, h])
+            v, h = GatedPixelBlock(filters, 3, "B", dtype=dtype, name=f"gated_{i}", **gated_kwargs)(
+                [v, h, *extra]
+            )
         x = h
     else:
         # Type-A masked convolution, then type-B residual blocks.
         x = MaskedConv2D(
-            filters, kernel_size, mask_type="A", activation="relu", dtype=dtype, name="masked_a"
-        )(x)
+            filters, kernel_size, mask_type="A", activation=None if conditions else "relu",
+            dtype=dtype, name="masked_a",
+        )(x)  # fmt: skip
+        if condition is not None:
+            x = ConditionBias(filters, dtype=dtype, name="masked_a_condition")([x, condition])
         if position_bias:
             x = PositionBias(dtype=dtype, name="position")(x)
         for i in range(residual_blocks):
-            x = _residual_block(x, filters, f"res_{i}", dtype)
+            x = _residual_block(x, filters, f"res_{i}", dtype, condition)
     # Per-position head.
     for i in range(hidden_layers):
         x = Conv2D(filters, 1, activation="relu", dtype=dtype, name=f"hidden_{i}")(x)
     logits = Conv2D(num_embeddings, 1, dtype="float32", name="logits")(x)
-    return keras.Model(inputs, logits, name=name)
+    model_inputs = inputs if condition is None else [inputs, condition_input]
+    return keras.Model(model_inputs, logits, name=name)

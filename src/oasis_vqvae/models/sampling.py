@@ -10,7 +10,9 @@ Two samplers fill the grid in raster order and return the same codes:
 
 Sample ``n`` of a call draws its codes by inverse CDF from ``H * W`` uniforms of a
 stateless RNG keyed by ``(seed, n)``, so the same model, seed and temperature give the
-same grids whatever the sampler or batch size. Decode the codes to images with
+same grids whatever the sampler or batch size. A conditional PixelCNN gets one row of
+conditions per sample (see `oasis_vqvae.models.conditioning`); ``guidance`` > 0 samples
+with classifier-free guidance. Decode the codes to images with
 `oasis_vqvae.models.vqvae.decode_codes`.
 """
 
@@ -24,7 +26,15 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from oasis_vqvae.models.fast_sampling import FastSampler, draw_codes
+from oasis_vqvae.models.fast_sampling import (
+    FastSampler,
+    conditions_count,
+    draw_codes,
+    guided_logits,
+)
+from oasis_vqvae.models.fast_sampling import (
+    grid_shape as model_grid_shape,
+)
 
 __all__ = ["SAMPLERS", "sample_codes", "sample_uniforms"]
 
@@ -41,6 +51,8 @@ def sample_codes(
     prefix: np.ndarray | None = None,
     progress: bool = True,
     sampler: Literal["fast", "naive"] = "fast",
+    conditions: np.ndarray | None = None,
+    guidance: float = 0.0,
 ) -> np.ndarray:
     """Sample ``count`` code grids: int32 ``(count, H, W)`` with values in ``[0, K)``.
 
@@ -57,6 +69,10 @@ def sample_codes(
             given (e.g. to complete real grids); sampling starts at row R.
         progress: Show a tqdm bar (over grids for "fast", positions for "naive").
         sampler: "fast" or "naive" (see the module docstring).
+        conditions: A conditional model's conditions, float32 ``(count, C)`` (one row per
+            sample, NaN rows: unconditional); None for an unconditional model.
+        guidance: Classifier-free guidance weight ``w`` >= 0: draws from
+            ``(1 + w) * conditional - w * unconditional`` logits (0: plain conditional).
 
     Raises:
         ValueError: bad arguments, or (`UnsupportedModelError`) a model the fast sampler
@@ -68,13 +84,40 @@ def sample_codes(
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
     fixed = _check_prefix(prefix, count, height, width, num_embeddings)
+    conditions = _check_conditions(pixelcnn, conditions, count, guidance)
 
     codes = np.zeros((count, height, width), dtype="int32")
     codes[:, : fixed.shape[1]] = fixed
     uniforms = sample_uniforms(seed, count, height * width)
     run = _fast_batches if sampler == "fast" else _naive_batches
-    run(pixelcnn, codes, uniforms, fixed.shape[1], temperature, batch_size, progress)
+    run(
+        pixelcnn, codes, uniforms, fixed.shape[1], temperature, batch_size, progress,
+        conditions, guidance,
+    )  # fmt: skip
     return codes
+
+
+def _check_conditions(
+    pixelcnn: keras.Model, conditions: Any, count: int, guidance: float
+) -> np.ndarray | None:
+    """The conditions as float32 ``(count, C)`` (None for an unconditional model)."""
+    columns = conditions_count(pixelcnn)
+    if not guidance >= 0:
+        raise ValueError(f"guidance must be >= 0, got {guidance}.")
+    if columns == 0:
+        if conditions is not None:
+            raise ValueError(f"{pixelcnn.name} is unconditional; it takes no conditions.")
+        if guidance:
+            raise ValueError("guidance needs a conditional model.")
+        return None
+    if conditions is None:
+        raise ValueError(f"{pixelcnn.name} is conditional: give conditions ({count}, {columns}).")
+    conditions = np.asarray(conditions, dtype=np.float32)
+    if conditions.shape != (count, columns):
+        raise ValueError(
+            f"conditions must have shape ({count}, {columns}), got {conditions.shape}."
+        )
+    return conditions
 
 
 def sample_uniforms(seed: int, count: int, positions: int) -> np.ndarray:
@@ -86,7 +129,9 @@ def sample_uniforms(seed: int, count: int, positions: int) -> np.ndarray:
     return np.stack([row.numpy() for row in rows]) if rows else np.zeros((0, positions), "f4")
 
 
-def _fast_batches(pixelcnn, codes, uniforms, start_row, temperature, batch_size, progress):
+def _fast_batches(
+    pixelcnn, codes, uniforms, start_row, temperature, batch_size, progress, conditions, guidance
+):
     """Fill ``codes`` in place with `FastSampler`, a batch at a time."""
     if start_row == codes.shape[1] or not len(codes):
         return
@@ -97,7 +142,8 @@ def _fast_batches(pixelcnn, codes, uniforms, start_row, temperature, batch_size,
             batch = slice(start, start + batch_size)
             # Pad the last batch to full size: one compiled shape, same draws per sample.
             grids, draws = _pad_to(codes[batch], batch_size), _pad_to(uniforms[batch], batch_size)
-            done = fast.sample(grids, draws, start_row, temperature)
+            given = None if conditions is None else _pad_to(conditions[batch], batch_size)
+            done = fast.sample(grids, draws, start_row, temperature, given, guidance)
             codes[batch] = done[: len(codes[batch])]
             bar.update(len(codes[batch]))
 
@@ -106,10 +152,14 @@ def _pad_to(array: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([array, np.zeros((size - len(array), *array.shape[1:]), array.dtype)])
 
 
-def _naive_batches(pixelcnn, codes, uniforms, start_row, temperature, batch_size, progress):
+def _naive_batches(
+    pixelcnn, codes, uniforms, start_row, temperature, batch_size, progress, conditions, guidance
+):
     """Fill ``codes`` in place, one full forward pass per position."""
     height, width = codes.shape[1:]
-    step = _sampling_step(pixelcnn, (height, width), temperature)
+    if conditions is None:
+        conditions = np.zeros((len(codes), 0), np.float32)
+    step = _sampling_step(pixelcnn, (height, width), temperature, guidance)
     positions = [(r, c) for r in range(start_row, height) for c in range(width)]
     batches = range(0, len(codes), batch_size)
     total = len(batches) * len(positions)
@@ -117,29 +167,40 @@ def _naive_batches(pixelcnn, codes, uniforms, start_row, temperature, batch_size
         for start in batches:
             batch = tf.constant(codes[start : start + batch_size])
             draws = tf.constant(uniforms[start : start + batch_size])
+            given = tf.constant(conditions[start : start + batch_size])
             for row, col in positions:
-                batch = step(batch, row, col, draws[:, row * width + col])
+                batch = step(batch, given, row, col, draws[:, row * width + col])
                 bar.update(1)
             codes[start : start + batch_size] = batch.numpy()
 
 
 def _sampling_step(
-    pixelcnn: keras.Model, grid_shape: tuple[int, int], temperature: float
+    pixelcnn: keras.Model, grid_shape: tuple[int, int], temperature: float, guidance: float = 0.0
 ) -> Callable[..., tf.Tensor]:
     """A tf.function (traced once) that samples one position of a batch."""
     height, width = grid_shape
+    columns = conditions_count(pixelcnn)
 
     @tf.function(
         input_signature=[
             tf.TensorSpec((None, height, width), tf.int32),
+            tf.TensorSpec((None, columns), tf.float32),
             tf.TensorSpec((), tf.int32),
             tf.TensorSpec((), tf.int32),
             tf.TensorSpec((None,), tf.float32),
         ]
     )
-    def step(codes: tf.Tensor, row: tf.Tensor, col: tf.Tensor, uniform: tf.Tensor) -> tf.Tensor:
-        # Forward pass; logits of the current position.
-        logits = pixelcnn(codes, training=False)[:, row, col, :]
+    def step(
+        codes: tf.Tensor, conditions: tf.Tensor, row: tf.Tensor, col: tf.Tensor, uniform: tf.Tensor
+    ) -> tf.Tensor:
+        # Forward pass (guided: also without the conditions); logits of the current position.
+        if guidance > 0:
+            null = tf.fill(tf.shape(conditions), float("nan"))
+            both = [tf.concat([codes, codes], 0), tf.concat([conditions, null], 0)]
+            logits = guided_logits(pixelcnn(both, training=False)[:, row, col, :], guidance)
+        else:
+            inputs = [codes, conditions] if columns else codes
+            logits = pixelcnn(inputs, training=False)[:, row, col, :]
         sampled = draw_codes(logits, temperature, uniform)
         # Write the sampled codes at (row, col).
         at_position = tf.reshape(
@@ -166,8 +227,8 @@ def _check_arguments(
         raise ValueError(f"seed must be a non-negative int, got {seed}.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    model_grid = tuple(pixelcnn.input_shape[1:3])
-    if None not in model_grid and model_grid != grid_shape:
+    model_grid = model_grid_shape(pixelcnn)
+    if model_grid != grid_shape:
         raise ValueError(f"grid_shape {grid_shape} does not match the PixelCNN input {model_grid}.")
 
 

@@ -12,7 +12,9 @@ from typing import Any
 
 from oasis_vqvae.storage import with_gcs_paths
 
-STAGES = ("ingest", "train-vqvae", "extract-codes", "train-pixelcnn", "generate", "evaluate")
+STAGES = (
+    "ingest", "train-vqvae", "extract-codes", "train-pixelcnn", "generate", "evaluate", "utility",
+)  # fmt: skip
 
 
 def stage_function(stage: str) -> Callable[..., Any]:
