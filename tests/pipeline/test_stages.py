@@ -280,7 +280,7 @@ def test_labels_that_miss_a_sample_or_name_an_unknown_condition_are_refused(
     models = (run_dir / "vqvae", run_dir / "pixelcnn")
     labels = pd.read_csv(samples / "labels.csv")
     labels.iloc[1:].to_csv(samples / "labels.csv", index=False)
-    with pytest.raises(DataError, match=r"labels.csv: no row for sample_0003.png"):
+    with pytest.raises(DataError, match=r"labels.csv: no row for sample_\d{4}.png"):
         evaluate(tiny_params(), data, *models, samples, tmp_path / "e")
     labels.assign(mood=1.0).to_csv(samples / "labels.csv", index=False)
     with pytest.raises(DataError, match=r"column 'mood' is not a condition of the real dataset"):
