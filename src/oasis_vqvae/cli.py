@@ -72,9 +72,11 @@ STAGES: dict[str, tuple[str, str, dict[str, str], str]] = {
     ),
     "evaluate": (
         "measure reconstructions (SSIM, PSNR, MSE) and samples",
-        "Reconstruct the whole test split and score it (SSIM, PSNR, MSE, codebook perplexity) "
-        "and score each sample by its SSIM to the nearest test slice; write metrics.json and "
-        "figures; end the MLflow pipeline run with these metrics.",
+        "Reconstruct the whole test split and score it (SSIM, PSNR, MSE, codebook perplexity); "
+        "score the samples against real held-out slices (nearest SSIM, two classifier "
+        "two-sample tests, coverage, slice-level distribution, fidelity to the conditions in "
+        "labels.csv); write metrics.json, figures and report.html; end the MLflow pipeline run "
+        "with these metrics.",
         {
             "--data": "dataset directory written by ingest",
             "--vqvae": "VQ-VAE model directory",

@@ -207,7 +207,8 @@ def _condition_request(name: str, request: Any) -> Any:
 class GenerateConfig(Block):
     """Sampling new slices from the PixelCNN prior."""
 
-    count: PosInt = 16
+    count: PosInt = 512
+    """Samples to draw; enough that the evaluation's tests (C2ST, coverage, levels) have power."""
     temperature: Annotated[float, Field(gt=0.0)] = 1.0
     seed: NonNegInt = 0
     batch_size: PosInt = 16
@@ -236,16 +237,31 @@ class GenerateConfig(Block):
 
 
 class TwoSampleTestConfig(Block):
-    """The classifier two-sample test: a small CNN tells real test slices from samples."""
+    """The classifier two-sample tests: a small CNN tells real held-out slices from samples."""
 
     held_out: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     """Share of each set kept aside to measure the classifier's accuracy on."""
     steps: PosInt = 200
-    """Training batches (the few images are passed over many times)."""
+    """Training batches, always all of them (a fixed number: the result cannot depend on load)."""
     batch_size: PosInt = 32
-    max_seconds: Annotated[float, Field(gt=0.0)] = 30.0
-    """Training stops after this many seconds even if steps remain."""
     seed: int = 0
+
+
+class ProbeConfig(Block):
+    """The probe CNN trained on real training slices to predict slice level and attributes."""
+
+    steps: PosInt = 400
+    """Training batches (a fixed number, seeded batches: same inputs, same probe)."""
+    batch_size: PosInt = 32
+    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
+    seed: int = 0
+
+
+class CoverageConfig(Block):
+    """Precision / recall and density / coverage in the probe's feature space."""
+
+    k: PosInt = 5
+    """Neighbours defining each point's k-NN ball (Naeem et al. 2020 recommend 5)."""
 
 
 class EvaluateConfig(Block):
@@ -254,12 +270,23 @@ class EvaluateConfig(Block):
     batch_size: PosInt = 64
     copy_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
     """A sample whose SSIM to its nearest training slice reaches this is counted as a copy."""
-    nearest_candidates: NonNegInt = 0
+    nearest_candidates: NonNegInt = 64
     """0: exact nearest-neighbour search (SSIM to every slice); k: exact SSIM to the k nearest
     by pooled L2 distance only (much faster on large sets, may miss the SSIM-nearest)."""
     diversity_images: Annotated[int, Field(ge=2)] = 100
     """At most this many images (seeded choice) per set for the mean pairwise MS-SSIM."""
+    min_images: Annotated[int, Field(ge=2)] = 50
+    """Fewest images per set (real held-out, samples) for the C2STs, coverage and level
+    distance to be meaningful; fewer stops the stage with an error saying so."""
+    bootstrap: Annotated[int, Field(ge=10)] = 1000
+    """Bootstrap resamples of every interval that is not a Wilson interval."""
+    level_bins: Annotated[int, Field(ge=2)] = 10
+    """Equal bins of [0, 1] for the slice-level histograms and their total variation."""
+    seed: int = 0
+    """Seeds the bootstraps and the shuffled conditions."""
     c2st: TwoSampleTestConfig = TwoSampleTestConfig()
+    probe: ProbeConfig = ProbeConfig()
+    coverage: CoverageConfig = CoverageConfig()
 
 
 class AugmentConfig(Block):

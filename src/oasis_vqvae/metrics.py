@@ -1,4 +1,7 @@
-"""Image and sample-quality metrics: SSIM, MS-SSIM, PSNR, nearest neighbours, code KL, C2ST.
+"""Image and sample-quality metrics: SSIM, nearest neighbours, code KL, C2ST, coverage.
+
+Also MS-SSIM, PSNR, bootstrap intervals, AUC, total variation, improved precision / recall and
+density / coverage.
 
 Every image function takes grayscale images ``(N, H, W)``: float32 in [0, 1], or uint8 in
 [0, 255] (scaled to [0, 1] on the fly, so large reference sets can stay in 8 bits).
@@ -22,7 +25,7 @@ only between runs of the same image size.
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -364,7 +367,7 @@ class TwoSampleResult:
     """Held-out images (half real, half generated) the accuracy is measured on."""
     trained_on: int
     steps: int
-    """Training steps actually run (fewer than asked if the time limit stopped training)."""
+    """Training steps run: always the number asked for (no time limit)."""
     real_scores: tuple[float, ...]
     """Classifier's probability of 'real' for each held-out real image."""
     generated_scores: tuple[float, ...]
@@ -381,104 +384,244 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def require_images(test: str, needed: int, **counts: int) -> None:
+    """Raise DataError if any set has fewer than ``needed`` images, saying how many it needs."""
+    short = {name: count for name, count in counts.items() if count < needed}
+    if short:
+        have = ", ".join(f"{count} {name.replace('_', ' ')}" for name, count in counts.items())
+        raise DataError(
+            f"{test}: needs at least {needed} images per set to be meaningful, got {have}; "
+            "raise generate.count or use more held-out subjects (evaluate.min_images sets the bar)"
+        )
+
+
 def two_sample_test(
     real: np.ndarray,
     generated: np.ndarray,
     *,
+    real_groups: Sequence[Any] | np.ndarray | None = None,
     held_out: float = 0.5,
     steps: int = 200,
     batch_size: int = 32,
-    max_seconds: float = 30.0,
+    learning_rate: float = 1e-3,
     seed: int = 0,
+    min_images: int = 2,
 ) -> TwoSampleResult:
     """Classifier two-sample test (Lopez-Paz & Oquab 2017) with a small seeded CNN.
 
-    Both sets are cut to the size of the smaller (seeded choice) so chance is exactly 50 %;
-    ``held_out`` of each is kept aside, the CNN trains on the rest for ``steps`` batches
-    (reshuffled passes; at most ``max_seconds`` seconds), and its accuracy on the held-out
-    images is reported with a 95 % Wilson interval. An interval containing 0.5 means the
-    classifier could not tell the sets apart (with few images, only large differences show).
+    About ``held_out`` of the real images, from ``real_groups`` (e.g. subjects: slices of
+    one subject look alike, so a classifier that saw some of them would recognise the others
+    by their subject, not by their realism) the classifier never trains on, are kept aside
+    with as many samples; the CNN
+    (:func:`oasis_vqvae.probes.small_cnn`) trains on equally many real images of the other
+    groups and samples for exactly ``steps`` batches; its accuracy on the held-out images is
+    reported with a 95 % Wilson interval (chance is exactly 50 %). An interval containing 0.5
+    means the classifier could not tell the sets apart (with few images, only large
+    differences show). Without groups every image is its own group.
+    Raises DataError if a set has fewer than ``min_images`` images.
     """
-    import keras
-    import tensorflow as tf
+    from oasis_vqvae import probes
 
+    require_images("two-sample test", max(2, min_images), real=len(real), generated=len(generated))
     rng = np.random.default_rng(seed)
-    count = min(len(real), len(generated))
-    test_count = int(round(count * held_out))
-    if test_count < 1 or count - test_count < 1:
+    test_real, train_real = _split_by_group(real_groups, len(real), len(generated), held_out, rng)
+    if len(test_real) == 0 or len(train_real) == 0:
+        groups = len(set(_groups(real_groups, len(real)).tolist()))
         raise DataError(
-            f"two-sample test: {count} images per set leave none to train or to test with "
-            f"held_out {held_out}; need more samples (generate.count) or test slices"
+            f"two-sample test: {len(real)} real images of {groups} subjects and "
+            f"{len(generated)} samples leave none to train or to test with held_out {held_out}; "
+            "need more samples (generate.count) or held-out subjects"
         )
-    real = as_float(real)[rng.choice(len(real), count, replace=False)]
-    generated = as_float(generated)[rng.choice(len(generated), count, replace=False)]
-    train_x = np.concatenate([real[test_count:], generated[test_count:]])[..., None]
-    train_y = np.repeat([1.0, 0.0], count - test_count).astype(np.float32)
-    keras.utils.set_random_seed(seed)
-    batches = (
-        tf.data.Dataset.from_tensor_slices((train_x, train_y))
-        .shuffle(len(train_x), seed=seed, reshuffle_each_iteration=True)
-        .repeat()
-        .batch(batch_size)
-    )  # one Keras epoch of `steps` batches: no per-epoch overhead on tiny sets
-    model, limit = _classifier(real.shape[1:]), _StepsAndTimeLimit(max_seconds)
-    model.fit(
-        batches, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0, callbacks=[limit]
-    )  # shuffled above
-    scores = _probabilities(model, np.concatenate([real[:test_count], generated[:test_count]]))
+    chosen = rng.permutation(len(generated))[: len(test_real) + len(train_real)]
+    test_count = len(test_real)
+    real, generated = as_float(real), as_float(generated)
+    train_x = np.concatenate([real[train_real], generated[chosen[test_count:]]])
+    train_y = np.repeat([1.0, 0.0], len(train_real))
+    heads = (probes.Head("real", "binary"),)
+    model = probes.small_cnn(real.shape[1:], heads, seed)
+    probes.train(
+        model, train_x, {"real": train_y}, heads,
+        steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+    )  # fmt: skip
+    test_x = np.concatenate([real[test_real], generated[chosen[:test_count]]])
+    logits = probes.predict(model, test_x)
+    scores = 1.0 / (1.0 + np.exp(-logits["real"][:, 0]))
     correct = int(np.sum(scores[:test_count] > 0.5) + np.sum(scores[test_count:] <= 0.5))
     low, high = wilson_interval(correct, 2 * test_count)
     return TwoSampleResult(
         accuracy=correct / (2 * test_count), ci_low=low, ci_high=high,
-        held_out=2 * test_count, trained_on=len(train_x), steps=limit.steps,
+        held_out=2 * test_count, trained_on=len(train_x), steps=steps,
         real_scores=tuple(map(float, scores[:test_count])),
         generated_scores=tuple(map(float, scores[test_count:])),
     )  # fmt: skip
 
 
-def _probabilities(model: Any, images: np.ndarray) -> np.ndarray:
-    """The classifier's P(real) per image (sigmoid of its logit)."""
-    logits = np.asarray(model.predict(images[..., None], verbose=0)[:, 0], np.float64)
-    return 1.0 / (1.0 + np.exp(-logits))
+def _groups(groups: Sequence[Any] | np.ndarray | None, count: int) -> np.ndarray:
+    return np.arange(count) if groups is None else np.asarray(groups)
 
 
-def _classifier(shape: tuple[int, ...]) -> Any:
-    """Three stride-2 convolutions, global pooling, one logit; inputs pooled to <= 64 px."""
-    import keras
+def _split_by_group(
+    groups: Sequence[Any] | np.ndarray | None,
+    count: int,
+    generated: int,
+    held_out: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Real indices (test, train) from disjoint groups, in a seeded order.
 
-    layers = keras.layers
-    pool = max(1, min(shape) // PREFILTER_SIDE)
-    model = keras.Sequential(
-        [
-            keras.Input((*shape, 1)),
-            layers.AveragePooling2D(pool) if pool > 1 else layers.Identity(),
-            layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
-            layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
-            layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
-            layers.GlobalAveragePooling2D(),
-            layers.Dense(1),
-        ],
-        name="c2st_classifier",
+    Groups go to the test part until it holds ``held_out`` of the usable images (the last one
+    trimmed to fit; its other images are not used at all); the other groups' images fill the
+    train part. Usable: at most as many real images as samples.
+    """
+    members = _group_members(_groups(groups, count))
+    usable = min(count, generated)
+    target = int(round(usable * held_out))
+    test: list[int] = []
+    rest: list[int] = []
+    for group in rng.permutation(len(members)):
+        (test if len(test) < target else rest).extend(members[group].tolist())
+    return np.array(test[:target], np.int64), np.array(rest[: usable - target], np.int64)
+
+
+# --- intervals -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic with its 95 % interval."""
+
+    value: float
+    low: float
+    high: float
+
+    def as_metrics(self, key: str) -> dict[str, float]:
+        """``{key: value, key_ci_low: low, key_ci_high: high}``."""
+        return {key: self.value, f"{key}_ci_low": self.low, f"{key}_ci_high": self.high}
+
+
+def bootstrap(
+    statistic: Any,
+    groups: Sequence[Any] | np.ndarray,
+    *,
+    resamples: int,
+    seed: int,
+    other_groups: Sequence[Any] | np.ndarray | None = None,
+) -> Estimate:
+    """Percentile bootstrap (95 %) of ``statistic(index)`` resampling whole groups.
+
+    ``groups`` labels each item (e.g. its subject, so slices of one subject are resampled
+    together); ``statistic`` takes an index array into the items and returns a float. With
+    ``other_groups`` the statistic compares two sets and takes two index arrays, each
+    resampled by its own groups. The value is the statistic on all items.
+    """
+    rng = np.random.default_rng(seed)
+    sides = [np.asarray(groups)] + ([] if other_groups is None else [np.asarray(other_groups)])
+    members = [_group_members(side) for side in sides]
+    value = float(statistic(*(np.arange(len(side)) for side in sides)))
+    draws = np.empty(resamples)
+    for r in range(resamples):
+        indices = []
+        for side, groups_of_side in zip(sides, members, strict=True):
+            picked = rng.integers(0, len(groups_of_side), len(groups_of_side))
+            if len(groups_of_side) == len(side):  # one item per group: the items themselves
+                indices.append(picked)
+            else:
+                indices.append(np.concatenate([groups_of_side[g] for g in picked]))
+        draws[r] = statistic(*indices)
+    finite = draws[np.isfinite(draws)]
+    if len(finite) == 0:
+        return Estimate(value, math.nan, math.nan)
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return Estimate(value, float(low), float(high))
+
+
+def _group_members(groups: np.ndarray) -> list[np.ndarray]:
+    """Indices of each group's items, groups in order of first appearance."""
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    return [np.flatnonzero(inverse == g) for g in order]
+
+
+def auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with tied ranks averaged); NaN if one class."""
+    scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
+    count_pos, count_neg = int(positive.sum()), int((~positive).sum())
+    if count_pos == 0 or count_neg == 0:
+        return math.nan
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    upper = np.cumsum(counts)
+    ranks = (upper - (counts - 1) / 2.0)[inverse]  # average 1-based rank of each tie group
+    u_statistic = ranks[positive].sum() - count_pos * (count_pos + 1) / 2
+    return float(u_statistic / (count_pos * count_neg))
+
+
+def histogram_share(values: np.ndarray, bins: int) -> np.ndarray:
+    """Share of ``values`` in each of ``bins`` equal bins of [0, 1] (values clipped into it)."""
+    counts = np.bincount(
+        np.clip((np.asarray(values) * bins).astype(np.int64), 0, bins - 1), minlength=bins
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+    return counts / max(1, counts.sum())
+
+
+def total_variation(values_p: np.ndarray, values_q: np.ndarray, bins: int) -> float:
+    """Total-variation distance of two [0, 1] samples' histograms: half the L1 distance."""
+    difference = histogram_share(values_p, bins) - histogram_share(values_q, bins)
+    return float(0.5 * np.abs(difference).sum())
+
+
+# --- coverage of the real distribution -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Per-item indicators of improved precision / recall and density / coverage.
+
+    Means over the items give the metrics; keeping the items lets intervals resample them
+    (precision and density over samples, recall and coverage over real slices).
+    """
+
+    precision: np.ndarray
+    """(M,) bool: the sample lies inside some real slice's k-NN ball."""
+    recall: np.ndarray
+    """(N,) bool: the real slice lies inside some sample's k-NN ball."""
+    density: np.ndarray
+    """(M,) float: real k-NN balls holding the sample, divided by k."""
+    coverage: np.ndarray
+    """(N,) bool: the real slice's k-NN ball holds at least one sample."""
+
+
+def coverage_metrics(real: np.ndarray, fake: np.ndarray, k: int) -> Coverage:
+    """Precision / recall / density / coverage of ``fake`` ``(M, D)`` vs ``real`` ``(N, D)``.
+
+    Improved precision and recall (Kynkaanniemi et al. 2019) and density and coverage (Naeem
+    et al. 2020) in a feature space. A point's k-NN radius is the distance to its k-th nearest
+    neighbour in its own set (itself excluded), Euclidean. Both sets need more than ``k`` points.
+    """
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    if len(real) <= k or len(fake) <= k:
+        raise DataError(
+            f"coverage: k-NN radii need more than k = {k} points per set, got {len(real)} real "
+            f"and {len(fake)} generated; raise generate.count or lower evaluate.coverage.k"
+        )
+    real_radius = _knn_radius(real, k)
+    fake_radius = _knn_radius(fake, k)
+    real_to_fake = _distances(real, fake)  # (N, M)
+    inside_real = real_to_fake <= real_radius[:, None]  # sample m in real n's ball
+    return Coverage(
+        precision=inside_real.any(axis=0),
+        recall=(real_to_fake <= fake_radius[None, :]).any(axis=1),
+        density=inside_real.sum(axis=0) / k,
+        coverage=real_to_fake.min(axis=1) <= real_radius,
     )
-    return model
 
 
-def _StepsAndTimeLimit(seconds: float) -> Any:  # noqa: N802 (builds a Keras callback)
-    """A callback counting training steps that stops training after ``seconds``."""
-    import keras
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(squared, 0.0))
 
-    class StepsAndTimeLimit(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.steps, self.deadline = 0, time.monotonic() + seconds
 
-        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            self.steps += 1
-            if time.monotonic() > self.deadline:
-                self.model.stop_training = True
-
-    return StepsAndTimeLimit()
+def _knn_radius(points: np.ndarray, k: int) -> np.ndarray:
+    """Distance of each point to its k-th nearest other point of the same set."""
+    distances = _distances(points, points)
+    np.fill_diagonal(distances, np.inf)
+    return np.partition(distances, k - 1, axis=1)[:, k - 1]

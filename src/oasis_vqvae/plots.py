@@ -117,6 +117,38 @@ def code_usage(counts: Mapping[str, np.ndarray], path: Path, title: str) -> Path
     return _save(fig, path)
 
 
+def table_grid(
+    cells: Sequence[Sequence[np.ndarray | None]],
+    path: Path,
+    title: str,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    xlabel: str = "",
+    ylabel: str = "",
+) -> Path:
+    """Images ``(H, W)`` in [0, 1] in a rows x columns table; None leaves a cell empty."""
+    rows, cols = len(cells), max(1, max(len(row) for row in cells))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1, 1.3 * rows + 0.8), squeeze=False)
+    for r, row in enumerate(cells):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            image = row[c] if c < len(row) else None
+            if image is not None:
+                ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            else:
+                ax.set_facecolor("#f4f4f4")
+            if r == rows - 1:
+                ax.set_xlabel(col_labels[c], fontsize=7)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=7)
+    fig.supxlabel(xlabel, fontsize=9)
+    fig.supylabel(ylabel, fontsize=9)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

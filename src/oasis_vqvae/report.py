@@ -46,6 +46,16 @@ def metrics_table(metrics: Mapping[str, float | int]) -> str:
     return f"<table>{rows}</table>"
 
 
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A table with a header row; cells are escaped text."""
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def write_report(
     path: Path, title: str, sections: Sequence[tuple[str, str]], notes: str = ""
 ) -> Path:

@@ -40,6 +40,13 @@ TINY = [
     "generate.count=16",
     "generate.batch_size=8",
     "evaluate.batch_size=16",
+    # The tiny run has a few held-out slices and samples: far too few for a meaningful C2ST or
+    # coverage, which evaluate refuses by default; these tests check the wiring, not power.
+    "evaluate.min_images=2",
+    "evaluate.coverage.k=1",
+    "evaluate.bootstrap=50",
+    "evaluate.c2st.steps=20",
+    "evaluate.probe.steps=20",
     "utility.steps=10",
     "utility.filters=[8]",
     "utility.image_size=0",
