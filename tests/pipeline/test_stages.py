@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -102,13 +103,14 @@ def test_pixelcnn_reports_bits_per_code(run_dir):
     assert 0.0 < metrics["best_val_bits_per_code"] < 6.0
 
 
-def test_generate_writes_count_samples(run_dir):
+def test_generate_writes_count_samples(run_dir, tiny_params):
+    count = tiny_params().generate.count
     files = sorted((run_dir / "samples").glob("sample_*.png"))
-    assert len(files) == 4
+    assert len(files) == count
     image = Image.open(files[0])
     assert image.mode == "L" and image.size == (32, 32)
     codes = np.load(run_dir / "samples" / "codes.npy")
-    assert codes.shape == (4, 8, 8)
+    assert codes.shape == (count, 8, 8)
     assert (run_dir / "samples" / "grid.png").exists()
 
 
@@ -317,14 +319,17 @@ def test_unreachable_tracking_server_fails_before_training(
 
 def test_collapsed_vqvae_stops_with_advice(tiny_dataset, tmp_path, tiny_params, monkeypatch):
     # A learning rate far too high saturates the sigmoid output: nothing is learnt after it.
-    # The check waits 500 steps; the tiny dataset has 2 per epoch.
-    monkeypatch.setattr(train_vqvae_stage, "COLLAPSE_CHECK_STEPS", 6)
+    # The check waits 500 steps; here it waits two epochs of the tiny dataset.
     params = tiny_params("vqvae.epochs=5", "vqvae.learning_rate=0.5")
-    with pytest.raises(TrainingError, match=r"after 6 steps \(3 epochs\).* vqvae.learning_rate"):
+    train_slices = json.loads((tiny_dataset / "manifest.json").read_text())["counts"]["train"]
+    steps = 2 * math.ceil(train_slices / params.vqvae.batch_size)
+    monkeypatch.setattr(train_vqvae_stage, "COLLAPSE_CHECK_STEPS", steps)
+    advice = rf"after {steps} steps \(2 epochs\).* vqvae.learning_rate"
+    with pytest.raises(TrainingError, match=advice):
         train_vqvae(params, tiny_dataset, tmp_path / "vqvae")
     assert not (tmp_path / "vqvae").exists()  # no model written
     history = pd.read_csv(checkpoint_dir(tmp_path / "vqvae") / "history.csv")
-    assert len(history) == 3 and (history["val_reconstruction_loss"] >= 1.0).all()
+    assert len(history) == 2 and (history["val_reconstruction_loss"] >= 1.0).all()
 
 
 def test_dvc_declares_every_evaluation_figure(repo_root):
