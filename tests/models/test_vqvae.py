@@ -121,9 +121,12 @@ def test_bfloat16_gradients_match_float32(blob_images):
             _, stats = trainer._forward(tf.constant(blob_images), training=False)
         grads = tape.gradient(stats["loss"], vqvae.trainable_weights)
         gradients.append([tf.convert_to_tensor(g) for g in grads])  # the codebook's are sparse
+    # Rounding alone stays under 5% with oneDNN's native bfloat16 (AVX512_BF16/AMX) and
+    # reaches 6.2% (post_quantization) where TensorFlow emulates it (an AVX2-only CPU);
+    # the defect this guards against is 36%.
     for weight, exact, rounded in zip(reference.trainable_weights, *gradients, strict=True):
         error = float(tf.norm(exact - rounded) / tf.norm(exact))
-        assert error < 0.05, f"{weight.path}: {error:.1%}"
+        assert error < 0.1, f"{weight.path}: {error:.1%}"
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
