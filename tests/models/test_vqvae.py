@@ -129,8 +129,24 @@ def test_bfloat16_gradients_match_float32(blob_images):
         assert error < 0.1, f"{weight.path}: {error:.1%}"
 
 
+@pytest.fixture
+def without_op_determinism():
+    """Op determinism off for one test, as in a fresh process.
+
+    Keras turns XLA off while it is on, and an earlier stage run in this process (its
+    seed_everything) may have turned it on.
+    """
+    from tensorflow.python.framework import config
+
+    was_on = config.is_op_determinism_enabled()
+    config.disable_op_determinism()
+    yield
+    if was_on:
+        config.enable_op_determinism()
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_trainer_fit_with_ema_and_restarts(blob_images, jit_compile):
+def test_trainer_fit_with_ema_and_restarts(blob_images, jit_compile, without_op_determinism):
     vqvae = build_vqvae(
         32, filters=(8, 16), **TINY, ema=True, ema_decay=0.5, dead_code_threshold=0.5, seed=0
     )
