@@ -207,11 +207,11 @@ def _finished(run) -> bool:
 
 def test_experiment_is_a_second_pipeline_run(repro, mlflow_server):
     repo, env, _ = repro
-    log = dvc(repo, env, "exp", "run", "-S", "generate.count=2")
+    log = dvc(repo, env, "exp", "run", "-S", "generate.count=24")
     assert "Running stage 'generate'" in log and "Running stage 'train-vqvae'" not in log
     shown = json.loads(dvc(repo, env, "exp", "show", "--json"))
     counts = list(_find(shown, "generate"))
-    assert {"count": 2} in [{"count": c.get("count")} for c in counts], "experiment listed"
+    assert {"count": 24} in [{"count": c.get("count")} for c in counts], "experiment listed"
     client = MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name("oasis-vqvae")
     parents = client.search_runs(
@@ -219,12 +219,13 @@ def test_experiment_is_a_second_pipeline_run(repro, mlflow_server):
     )
     assert len(parents) == 2
     newest = parents[0]
-    assert newest.data.params["generate.count"] == "2"
-    assert newest.data.metrics["samples"] == 2
+    assert newest.data.params["generate.count"] == "24"
+    assert newest.data.metrics["samples"] == 24
     children = client.search_runs(
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{newest.info.run_id}'"
     )
-    assert {run.data.tags["oasis.stage"] for run in children} == {"generate", "evaluate"}
+    # What reads the samples reruns: generate, evaluate and utility.
+    assert {run.data.tags["oasis.stage"] for run in children} == {"generate", "evaluate", "utility"}
 
 
 def test_metrics_and_plots_diff_against_the_last_commit(repro):
