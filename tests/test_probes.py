@@ -198,8 +198,11 @@ def test_c2st_runs_its_steps_and_repeats_exactly_whatever_the_clock(stacks, monk
 def test_c2st_tests_on_unseen_subjects_so_it_cannot_recognise_them():
     # Two sets of real slices from different subjects of one generator: indistinguishable.
     # Trained on some slices of each real subject, a classifier could learn those subjects.
+    # The other set is like samples: every slice its own subject, at every level.
     real = np.concatenate([generate_subject_slices(5, s, SLICES, SIZE) for s in range(1, 9)])
-    other = np.concatenate([generate_subject_slices(5, s, SLICES, SIZE) for s in range(9, 17)])
+    other = np.stack(
+        [generate_subject_slices(5, s, SLICES, SIZE)[s % SLICES] for s in range(9, 9 + 8 * SLICES)]
+    )
     subjects = np.repeat(np.arange(8), SLICES)
     result = metrics.two_sample_test(
         real, other, real_groups=subjects, steps=100, batch_size=16, seed=0
