@@ -217,16 +217,13 @@ def stage_run(
     client = MlflowClient()
     experiment_id = _experiment_id(client, config.experiment, uri)
     parent_id, started = _parent_run(client, experiment_id, params, join_finished)
-    child_id = _child_run(client, experiment_id, parent_id, stage)
+    logged = {
+        k: v for block in blocks for k, v in flatten(getattr(params, block), f"{block}.").items()
+    }
+    child_id = _child_run(client, experiment_id, parent_id, stage, logged)
     try:
         with mlflow.start_run(run_id=child_id):
-            mlflow.log_params(
-                {
-                    k: v
-                    for block in blocks
-                    for k, v in flatten(getattr(params, block), f"{block}.").items()
-                }
-            )
+            mlflow.log_params(logged)
             yield StageRun(child_id, parent_id, started)
     except BaseException:
         if not os.environ.get("MLFLOW_RUN_ID"):
@@ -323,7 +320,9 @@ def _continue_parent(client: Any, parent: Any, params: Params) -> str:
     return run_id
 
 
-def _child_run(client: Any, experiment_id: str, parent_id: str, stage: str) -> str:
+def _child_run(
+    client: Any, experiment_id: str, parent_id: str, stage: str, params: dict[str, Any]
+) -> str:
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     interrupted = client.search_runs(
@@ -335,8 +334,12 @@ def _child_run(client: Any, experiment_id: str, parent_id: str, stage: str) -> s
         max_results=1,
     )
     if interrupted:
-        log.info("MLflow: continuing the interrupted %s run", stage)
-        return str(interrupted[0].info.run_id)
+        run = interrupted[0]
+        if all(run.data.params.get(k, str(v)) == str(v) for k, v in params.items()):
+            log.info("MLflow: continuing the interrupted %s run", stage)
+            return str(run.info.run_id)
+        # Other params: MLflow cannot change logged params, so that attempt ends here.
+        client.set_terminated(run.info.run_id, "FAILED")
     tags = {MLFLOW_PARENT_RUN_ID: parent_id, STAGE_TAG: stage, ROLE_TAG: "stage"}
     return str(client.create_run(experiment_id, run_name=stage, tags=tags).info.run_id)
 
