@@ -1,6 +1,6 @@
 """Speed of the fast exact PixelCNN sampler against plain (naive) autoregressive sampling.
 
-The PixelCNN has the seed's size, read from params/oasis.yaml (by default 128 filters,
+The PixelCNN has the seed's size, read from params/seed.yaml (by default 128 filters,
 2 residual blocks, a 7x7 first kernel, 2 hidden layers, 128 codes), randomly initialised:
 speed does not depend on the weights. For each code grid (32x32 and 64x64; 64x64 is the
 code grid of a 256x256 slice) and a batch of 16 samples, one run times:
@@ -41,12 +41,12 @@ CONDITION_SPECS = {
 
 
 def seed_pixelcnn(grid: int, gated: bool = False, conditional: bool = False):
-    """The seed's PixelCNN (params/oasis.yaml) for a ``grid`` x ``grid`` code grid."""
+    """The seed's PixelCNN (params/seed.yaml) for a ``grid`` x ``grid`` code grid."""
     from oasis_vqvae.config import load_params
     from oasis_vqvae.models import build_pixelcnn
     from oasis_vqvae.models.conditioning import condition_encodings
 
-    params = load_params(ROOT / "params" / "oasis.yaml")
+    params = load_params(ROOT / "params" / "seed.yaml")
     cfg = params.pixelcnn
     encodings = condition_encodings(list(CONDITION_SPECS), CONDITION_SPECS) if conditional else ()
     return build_pixelcnn(

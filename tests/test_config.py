@@ -138,7 +138,31 @@ def _comparable(value: Any) -> Any:
     return json.loads(json.dumps(value))  # tuples -> lists, as in the flattened params
 
 
-def test_oasis_preset_is_valid_and_full_size():
-    params = load_params(REPO / "params" / "oasis.yaml")
+PRESETS = sorted((REPO / "params").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda path: path.name)
+def test_presets_are_valid_and_complete(preset):
+    # A key left out of a preset would silently take the demo's default (e.g. a gated prior).
+    params = load_params(preset)
+    shipped = yaml.safe_load(preset.read_text())
+    assert set(shipped) == set(Params.model_fields)
+    assert set(flatten(params)) == set(_dotted(shipped))
     assert params.data.image_size == 256
-    assert params.vqvae.filters == (32, 64)
+
+
+def test_presets_are_the_seed_and_the_recommended_set_up():
+    assert {path.name for path in PRESETS} >= {"oasis.yaml", "seed.yaml"}
+    seed = load_params(REPO / "params" / "seed.yaml")
+    assert seed.vqvae.filters == (32, 64)  # 64x64 code grid at 256 px
+    assert seed.vqvae.num_embeddings == 128
+    assert (seed.pixelcnn.gated, seed.pixelcnn.embedding_dim, seed.pixelcnn.position_bias) == (
+        False, 0, False
+    )  # fmt: skip
+    assert seed.pixelcnn.conditions == ()
+    best = load_params(REPO / "params" / "oasis.yaml")
+    assert best.data.image_size >> len(best.vqvae.filters) == 32  # 32x32 code grid
+    assert best.vqvae.num_embeddings == 256
+    assert best.pixelcnn.gated and best.pixelcnn.position_bias and best.pixelcnn.embedding_dim
+    assert best.pixelcnn.conditions == ("slice_level",)  # PNG slices know their level only
+    assert best.generate.count >= 512
