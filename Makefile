@@ -11,9 +11,11 @@ IMAGE ?= $(or $(OASIS_VQVAE_IMAGE),ghcr.io/oasis-vqvae/oasis-vqvae:$(VERSION)$(i
 # The image's base: the official Python image, or LOCAL_BASE (make image-base) offline.
 BASE_IMAGE ?= python:3.11-slim-bookworm
 LOCAL_BASE := localhost/oasis-vqvae-base:bookworm-py3.11
+# Options of benchmarks/quality.py, e.g. make quality QUALITY_ARGS="--size 128 --subjects 60"
+QUALITY_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-image lint format ui bench lock image image-base \
+.PHONY: help install demo test test-image lint format ui bench quality lock image image-base \
 	image-gpu-check pipeline clean
 
 help: ## list the targets
@@ -67,8 +69,12 @@ ui: $(INSTALLED) ## start the MLflow UI on the local tracking store (http://127.
 bench: $(INSTALLED) ## run the speed benchmarks (each prints a ratio against its baseline)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/prior_throughput.py
 	$(BIN)/python benchmarks/sampling.py
 	$(BIN)/python benchmarks/nearest_neighbours.py
+
+quality: $(INSTALLED) ## whole pipeline on 150 x 24 synthetic 256-px slices, params/oasis.yaml: time and quality (QUALITY_ARGS=...)
+	$(BIN)/python benchmarks/quality.py $(QUALITY_ARGS)
 
 lock: ## re-resolve constraints.txt from pyproject.toml (then commit it)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra cuda --extra vertex --python-version 3.11 \
