@@ -208,10 +208,11 @@ def budget_line(total_wall: float, budget_minutes: float) -> str:
     )
 
 
-def _interval(metrics: dict[str, Any], key: str) -> str:
-    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-    value = f"{metrics[key]:.3f}"
-    return f"{value} [{low:.3f}, {high:.3f}]" if low is not None else value
+def _interval(metrics: dict[str, Any], key: str, interval: str | None = None) -> str:
+    """``value [low, high]``; the interval's keys are ``<interval or key>_ci_low`` / ``_high``."""
+    prefix = interval or key
+    low, high = metrics[f"{prefix}_ci_low"], metrics[f"{prefix}_ci_high"]
+    return f"{metrics[key]:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _target(metrics: dict[str, Any], key: str) -> str:
@@ -223,12 +224,14 @@ def _target(metrics: dict[str, Any], key: str) -> str:
 def summary(metrics: dict[str, Any], evaluation: Path) -> list[str]:
     """The report's lines from the evaluate stage's ``metrics.json`` values."""
     lines = [
-        f"test SSIM               {_interval(metrics, 'ssim_mean')}  ({metrics['test_slices']} "
-        f"test slices; {_target(metrics, 'ssim_mean')})",
-        f"C2ST vs real held-out   {_interval(metrics, 'c2st_accuracy')}  "
+        f"test SSIM               {metrics['ssim_mean']:.3f} (std {metrics['ssim_std']:.3f}, "
+        f"5th percentile {metrics['ssim_p05']:.3f}; {metrics['test_slices']} test slices; "
+        f"{_target(metrics, 'ssim_mean')})",
+        f"C2ST vs real held-out   {_interval(metrics, 'c2st_accuracy', 'c2st')}  "
         f"({metrics['held_out_slices']} held-out slices, {metrics['samples']} samples; "
         f"{_target(metrics, 'c2st_accuracy')}; 0.5 = indistinguishable)",
-        f"C2ST vs reconstructions {_interval(metrics, 'c2st_reconstructions_accuracy')}  "
+        "C2ST vs reconstructions "
+        f"{_interval(metrics, 'c2st_reconstructions_accuracy', 'c2st_reconstructions')}  "
         "(the prior alone: the autoencoder's blur on both sides)",
     ]
     for key in ("precision", "recall", "density", "coverage"):
@@ -239,6 +242,11 @@ def summary(metrics: dict[str, Any], evaluation: Path) -> list[str]:
             f"level TV distance       {_interval(metrics, 'level_tv_distance')}  "
             f"({_target(metrics, 'level_tv_distance')})"
         )
+        if "slice_level_mae_real" in metrics:
+            lines.append(
+                f"level probe MAE (real)  {_interval(metrics, 'slice_level_mae_real')}  "
+                "(how far the probe's level readings can be trusted)"
+            )
     else:
         lines.append("level TV distance       not measured (see report.html)")
     lines += [

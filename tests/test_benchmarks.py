@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -116,21 +117,36 @@ def test_quality_benchmark_bad_setting_is_one_line(tmp_path):
 
 
 def test_quality_summary_reads_the_evaluate_metrics(tmp_path):
-    module = _quality_module()
-    metrics = {"test_slices": 360, "held_out_slices": 720, "samples": 1024}
-    for key, value in (
-        ("ssim_mean", 0.96), ("c2st_accuracy", 0.7), ("c2st_reconstructions_accuracy", 0.6),
-        ("precision", 0.9), ("recall", 0.85), ("density", 1.0), ("coverage", 0.75),
-        ("level_tv_distance", 0.1),
-    ):  # fmt: skip
-        metrics |= {key: value, f"{key}_ci_low": value - 0.05, f"{key}_ci_high": value + 0.05}
+    from oasis_vqvae import fidelity, metrics
+    from oasis_vqvae.stages.evaluate import two_sample_metrics
+
+    # Keys as the evaluate stage's own functions name them.
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(60, 4)), rng.normal(size=(60, 4))
+
+    def c2st(accuracy: float) -> metrics.TwoSampleResult:
+        return metrics.TwoSampleResult(
+            accuracy, accuracy - 0.05, accuracy + 0.05, 200, 200, 10, (), ()
+        )
+
+    values = {
+        **two_sample_metrics("c2st", c2st(0.7)),
+        **two_sample_metrics("c2st_reconstructions", c2st(0.6)),
+        **fidelity.coverage_values(real, np.arange(60) // 6, fake, k=5, resamples=20, seed=0),
+        **metrics.Estimate(0.1, 0.05, 0.15).as_metrics("level_tv_distance"),
+        "ssim_mean": 0.96, "ssim_std": 0.01, "ssim_p05": 0.94,
+        "test_slices": 360, "held_out_slices": 720, "samples": 1024,
+    }  # fmt: skip
     readme = (REPO / "README.md").read_text()
-    undocumented = [key for key in metrics if "_ci_" not in key and f"`{key}`" not in readme]
-    assert not undocumented, f"not keys of evaluate's metrics.json (README): {undocumented}"
-    lines = module.summary(metrics, tmp_path)
+    plain = [key for key in values if "_ci_" not in key]
+    assert not [key for key in plain if f"`{key}`" not in readme]  # documented metrics.json keys
+    lines = _quality_module().summary(values, tmp_path)
     text = "\n".join(lines)
     assert "C2ST vs real held-out   0.700 [0.650, 0.750]" in text
-    assert "target <= 0.65: missed" in text  # the C2ST
-    assert "recall                  0.850 [0.800, 0.900]  (target >= 0.8: met)" in text
-    assert "coverage                0.750 [0.700, 0.800]  (target >= 0.8: missed)" in text
+    assert "target <= 0.65: missed" in text  # the C2ST's
+    assert "C2ST vs reconstructions 0.600 [0.550, 0.650]" in text
+    recall = (values["recall"], values["recall_ci_low"], values["recall_ci_high"])
+    assert "recall                  {:.3f} [{:.3f}, {:.3f}]".format(*recall) in text
+    assert "level TV distance       0.100 [0.050, 0.150]  (target <= 0.15: met)" in text
+    assert "test SSIM               0.960 " in text and "target >= 0.95: met" in text
     assert lines[-2].endswith(str(tmp_path / "samples_by_level.png"))
