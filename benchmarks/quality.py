@@ -167,9 +167,8 @@ def children_cpu() -> float:
 def run_stage(name: str, command: list[str], log: Path) -> tuple[float, float]:
     """Run one stage, its output to ``log``; returns (wall, CPU) seconds. Exits on failure."""
     wall, cpu = time.perf_counter(), children_cpu()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_RUN_ID")}
-    with log.open("w") as out:
-        result = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+    with log.open("w") as out:  # cwd: the repository, where params' relative paths point
+        result = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     spent = time.perf_counter() - wall, children_cpu() - cpu
     if result.returncode:
         tail = log.read_text().strip().splitlines()[-15:]
@@ -272,11 +271,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{params.pixelcnn.epochs} epochs, {params.generate.count} samples"
     )
     print(f"work directory {workdir} (params.yaml, logs/, data/, models/, outputs/)")
+    print(f"budget: {args.budget_minutes:g} wall minutes")
     commands = stages(workdir, params_file)
     if args.dry_run:
         for name, command in commands:
             print(f"{name}: {' '.join(command[1:])}")
-        print(f"budget: {args.budget_minutes:g} wall minutes; dry run, nothing was run")
+        print("dry run: nothing was run")
         return
     total = run_pipeline(commands, workdir / "logs", args.budget_minutes)
     print(budget_line(total, args.budget_minutes))
