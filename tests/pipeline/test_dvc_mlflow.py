@@ -205,13 +205,25 @@ def _finished(run) -> bool:
     return run.info.status == "FINISHED"
 
 
+def _commit_workspace(repo):
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    for args in (["add", "-A"], ["commit", "-qm", "baseline", "--allow-empty"]):
+        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
+
+
+EXPERIMENT_COUNT = 24
+
+
 def test_experiment_is_a_second_pipeline_run(repro, mlflow_server):
+    # The finished pipeline becomes the baseline commit; the experiment's results stay in the
+    # workspace, where the next test diffs them against it (no third run needed).
     repo, env, _ = repro
-    log = dvc(repo, env, "exp", "run", "-S", "generate.count=24")
+    _commit_workspace(repo)
+    log = dvc(repo, env, "exp", "run", "-S", f"generate.count={EXPERIMENT_COUNT}")
     assert "Running stage 'generate'" in log and "Running stage 'train-vqvae'" not in log
     shown = json.loads(dvc(repo, env, "exp", "show", "--json"))
-    counts = list(_find(shown, "generate"))
-    assert {"count": 24} in [{"count": c.get("count")} for c in counts], "experiment listed"
+    counts = [block.get("count") for block in _find(shown, "generate")]
+    assert EXPERIMENT_COUNT in counts, "experiment listed"
     client = MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name("oasis-vqvae")
     parents = client.search_runs(
@@ -219,8 +231,8 @@ def test_experiment_is_a_second_pipeline_run(repro, mlflow_server):
     )
     assert len(parents) == 2
     newest = parents[0]
-    assert newest.data.params["generate.count"] == "24"
-    assert newest.data.metrics["samples"] == 24
+    assert newest.data.params["generate.count"] == str(EXPERIMENT_COUNT)
+    assert newest.data.metrics["samples"] == EXPERIMENT_COUNT
     children = client.search_runs(
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{newest.info.run_id}'"
     )
@@ -229,22 +241,17 @@ def test_experiment_is_a_second_pipeline_run(repro, mlflow_server):
 
 
 def test_metrics_and_plots_diff_against_the_last_commit(repro):
-    # Runs last: it commits the workspace, changes a parameter and reruns what depends on it.
+    # Runs after the experiment: its results in the workspace against the baseline commit.
     repo, env, _ = repro
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
-    for args in (["add", "-A"], ["commit", "-qm", "baseline", "--allow-empty"]):
-        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
-    count = yaml.safe_load((repo / "params.yaml").read_text())["generate"]["count"]
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    _apply_override(params, f"generate.count={count + 1}")
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dvc(repo, env, "repro")
-
+    count = yaml.safe_load(subprocess.run(
+        ["git", "show", "HEAD:params.yaml"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout)["generate"]["count"]  # fmt: skip
+    new = EXPERIMENT_COUNT
     changed = json.loads(dvc(repo, env, "params", "diff", "--json"))["params.yaml"]
-    assert changed["generate.count"] == {"old": count, "new": count + 1, "diff": 1}
+    assert changed["generate.count"] == {"old": count, "new": new, "diff": new - count}
     metrics = json.loads(dvc(repo, env, "metrics", "diff", "--json"))
     samples = metrics["outputs/eval/metrics.json"]["samples"]
-    assert samples == {"old": count, "new": count + 1, "diff": 1}
+    assert samples == {"old": count, "new": new, "diff": new - count}
     dvc(repo, env, "plots", "diff", "HEAD", "-o", "plots-diff")
     page = (repo / "plots-diff" / "index.html").read_text()
     assert "HEAD" in page and "workspace" in page and "PixelCNN bits per code" in page
