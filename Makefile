@@ -7,6 +7,9 @@ UV_VERSION := 0.13.9
 INSTALLED := $(VENV)/.installed
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 VARIANT ?= cpu
+# Test files run in parallel, one file per worker at a time (its module fixtures stay shared):
+# much of a test's time is single-threaded (interpreter start-up, imports, tiny TF ops).
+PYTEST_WORKERS ?= 2
 IMAGE ?= $(or $(OASIS_VQVAE_IMAGE),ghcr.io/oasis-vqvae/oasis-vqvae:$(VERSION)$(if $(filter gpu,$(VARIANT)),-gpu))
 # The image's base: the official Python image, or LOCAL_BASE (make image-base) offline.
 BASE_IMAGE ?= python:3.11-slim-bookworm
@@ -45,8 +48,8 @@ demo: $(INSTALLED) ## run the whole pipeline (dvc repro) on the built-in synthet
 	@echo "  utility       outputs/utility/      metrics.json, report.html, utility_curve.png"
 	@echo "  MLflow runs   make ui, then open http://127.0.0.1:5000"
 
-test: $(INSTALLED) ## run the test suite (all but the image tests)
-	$(BIN)/python -m pytest
+test: $(INSTALLED) ## run the test suite (all but the image tests) on PYTEST_WORKERS processes
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-image: $(INSTALLED) ## build the image (if changed) and run the tests in it (needs docker or podman)
 	$(BIN)/python -m pytest -m image
