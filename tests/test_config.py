@@ -37,14 +37,14 @@ def test_overrides_are_typed_from_yaml():
         REPO / "params.yaml",
         [
             "data.image_size=128",
-            "data.split.validate=0.15",
-            "data.split.test=0.05",
+            "data.split.validate=0.2",
+            "data.split.test=0.1",
             "vqvae.filters=[16, 32, 64]",
             "data.oasis1.demographics=/x/oasis.csv",
         ],
     )
     assert params.data.image_size == 128
-    assert params.data.split.validation == 0.15
+    assert params.data.split.validation == 0.2
     assert params.vqvae.filters == (16, 32, 64)
     assert params.data.oasis1.demographics == "/x/oasis.csv"
 
@@ -55,7 +55,7 @@ def test_overrides_are_typed_from_yaml():
         ("data.image_size=100", "data.image_size: must be a power of two, got 100"),
         ("data.image_size=abc", "data.image_size: input should be a valid integer"),
         ("data.split.train=1.5", "data.split.train: input should be less than or equal to 1"),
-        ("data.split.train=0.7", "data.split: train + validate + test must sum to 1"),
+        ("data.split.train=0.8", "data.split: train + validate + test must sum to 1"),
         ("data.synthetic.subjects=-3", "data.synthetic.subjects: input should be greater"),
         ("data.on_bad_file=ignore", "data.on_bad_file: input should be 'error' or 'skip'"),
         ("data.imagesize=64", "data.imagesize: unknown key"),

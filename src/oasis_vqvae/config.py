@@ -43,9 +43,9 @@ class SplitFractions(Block):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    train: Fraction = 0.8
-    validation: Fraction = Field(0.1, alias="validate")  # `validate` is taken by BaseModel
-    test: Fraction = 0.1
+    train: Fraction = 0.7
+    validation: Fraction = Field(0.15, alias="validate")  # `validate` is taken by BaseModel
+    test: Fraction = 0.15
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> Self:
@@ -130,7 +130,7 @@ class VQVAEConfig(Block):
     """Start the codebook from encoder outputs of the first batch (no epochs lost to collapse)."""
     dead_code_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
     """Restart a code whose usage falls below this share of uniform use (1/K); 0 disables."""
-    epochs: PosInt = 15
+    epochs: PosInt = 10
     batch_size: PosInt = 8
     learning_rate: Annotated[float, Field(gt=0.0)] = 2e-3
     seed: int = 0
@@ -163,9 +163,9 @@ class PixelCNNConfig(Block):
     condition_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     """Share of training samples whose conditions are replaced by a learned null, so the
     model also samples unconditionally (needed for generate.guidance)."""
-    epochs: PosInt = 40
+    epochs: PosInt = 15
     batch_size: PosInt = 32
-    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
+    learning_rate: Annotated[float, Field(gt=0.0)] = 3e-3
     seed: int = 0
     strategy: StrategyName = "auto"
     """tf.distribute strategy (see oasis_vqvae.distribute); batch_size is the global batch."""
@@ -207,7 +207,7 @@ def _condition_request(name: str, request: Any) -> Any:
 class GenerateConfig(Block):
     """Sampling new slices from the PixelCNN prior."""
 
-    count: PosInt = 512
+    count: PosInt = 768
     """Samples to draw; enough that the evaluation's tests (C2ST, coverage, levels) have power."""
     temperature: Annotated[float, Field(gt=0.0)] = 1.0
     seed: NonNegInt = 0
