@@ -23,7 +23,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def result(tiny_dataset, tiny_overrides, repo_root, tmp_path_factory, cli_env):
     work = tmp_path_factory.mktemp("two-devices")
-    overrides = [*tiny_overrides, "tracking.enabled=false", "vqvae.epochs=2", "pixelcnn.epochs=2"]
+    # The tolerances hold at the learning rate they were measured at: a larger one (the demo's
+    # 0.003) amplifies the replicas' rounding differences in the PixelCNN's 2nd epoch to 0.5%.
+    overrides = [
+        *tiny_overrides, "tracking.enabled=false", "vqvae.epochs=2", "pixelcnn.epochs=2",
+        "vqvae.learning_rate=0.002", "pixelcnn.learning_rate=0.001",
+    ]  # fmt: skip
     command = [
         sys.executable, str(SCRIPT), str(repo_root / "params.yaml"),
         str(tiny_dataset), str(work), json.dumps(overrides),
