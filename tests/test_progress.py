@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +62,15 @@ def test_wrapattr_and_disable_still_work(monkeypatch):
         counted.write(b"abcd")
     assert sink.getvalue() == b"abcd" and "\r" not in stream.getvalue()
     assert _count(io.StringIO(), disable=True) == ""
+
+
+def test_every_progress_bar_is_the_projects():
+    """A module that imports tqdm itself would redraw bars into log files (1,000s of lines)."""
+    package = Path(progress.__file__).parent
+    direct = re.compile(r"^\s*(from tqdm\b|import tqdm\b)", re.MULTILINE)
+    offenders = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name != "progress.py" and direct.search(path.read_text())
+    ]
+    assert not offenders, f"import tqdm from oasis_vqvae.progress in {offenders}"

@@ -292,9 +292,8 @@ def train_arms(
     Returns the test probabilities and how many synthetic slices the TSTR and the real +
     synthetic arms got at the full real set.
     """
-    from tqdm import tqdm
-
     from oasis_vqvae.classifier import Augmentation, Classifier
+    from oasis_vqvae.progress import tqdm
 
     classifier = Classifier(
         train.images.shape[1], len(task.names), filters=cfg.filters, learning_rate=cfg.learning_rate
