@@ -163,6 +163,10 @@ class PixelCNNConfig(Block):
     condition_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     """Share of training samples whose conditions are replaced by a learned null, so the
     model also samples unconditionally (needed for generate.guidance)."""
+    condition_maps: NonNegInt = 16
+    """> 0: the position bias also depends on the conditions, through this many low-rank
+    spatial maps (where brain and background lie changes with the slice level). 0, or no
+    conditions, or no position_bias: the bias is the same for every condition."""
     epochs: PosInt = 15
     batch_size: PosInt = 32
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-3

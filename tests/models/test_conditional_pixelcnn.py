@@ -15,6 +15,7 @@ from oasis_vqvae.models.conditioning import (
     null_conditions,
 )
 from oasis_vqvae.models.fast_sampling import FastSampler
+from oasis_vqvae.models.pixelcnn import PositionBias
 
 K = 6
 DATA = Path(__file__).parent / "data"
@@ -40,6 +41,15 @@ def _model(gated: bool, grid=(5, 6), encodings=ENCODINGS, sharpen=4.0, **kwargs)
     return model
 
 
+def _randomise_maps(model):
+    """Give the conditional position maps (zero at the start) weights that matter."""
+    rng = np.random.default_rng(7)
+    for layer in model.layers:
+        if isinstance(layer, PositionBias) and layer.rank:
+            layer.maps.assign(rng.normal(0, 1, layer.maps.shape).astype("float32"))
+            layer.bias.assign(rng.normal(0, 0.5, layer.bias.shape).astype("float32"))
+
+
 def test_encoding_round_trip_and_bad_values():
     table = {"slice_level": [0.2, None], "cdr": [0.5, 2], "sex": ["M", "F"], "age": [71, 33.5]}
     encoded = encode_conditions(table, ENCODINGS)
@@ -52,10 +62,12 @@ def test_encoding_round_trip_and_bad_values():
         encode_conditions({**table, "cdr": [3, 0]}, ENCODINGS)
 
 
-@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
-def test_conditions_cannot_leak_codes(gated):
-    """Raster causality holds for every condition row."""
-    model = _model(gated)
+@pytest.mark.parametrize("gated, maps", [(False, 0), (True, 0), (False, 3), (True, 3)])
+def test_conditions_cannot_leak_codes(gated, maps):
+    """Raster causality holds for every condition row (also with conditional position maps)."""
+    model = _model(gated, condition_maps=maps)
+    if maps:
+        _randomise_maps(model)
     codes = np.random.default_rng(1).integers(0, K, size=(5, 6)).astype("int32")
     h, w = 5, 6
     raster = np.arange(h * w).reshape(h, w)
@@ -100,9 +112,11 @@ def test_nan_rows_get_the_null_and_dropout_only_acts_in_training():
     assert "dropout_step" in {w.name for w in model.weights}
 
 
-@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
-def test_saves_and_loads_in_safe_mode(gated, tmp_path):
-    model = _model(gated, condition_dropout=0.2)
+@pytest.mark.parametrize("gated, maps", [(False, 0), (True, 0), (True, 2)])
+def test_saves_and_loads_in_safe_mode(gated, maps, tmp_path):
+    model = _model(gated, condition_dropout=0.2, condition_maps=maps)
+    if maps:
+        _randomise_maps(model)
     codes = np.random.default_rng(2).integers(0, K, (4, 5, 6)).astype("int32")
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
@@ -122,20 +136,29 @@ def test_models_saved_before_conditions_still_load_and_sample(kind):
     assert [layer.name for layer in fresh.layers] == [layer.name for layer in model.layers]
 
 
-@pytest.mark.parametrize("gated, continuous", [(False, "linear"), (True, "fourier")])
-def test_position_by_position_logits_equal_the_models(gated, continuous):
-    model = _model(gated, encodings=condition_encodings(list(SPECS), SPECS, continuous))
+@pytest.mark.parametrize(
+    "gated, continuous, maps",
+    [(False, "linear", 0), (True, "fourier", 0), (False, "linear", 3), (True, "linear", 3)],
+)  # fmt: skip
+def test_position_by_position_logits_equal_the_models(gated, continuous, maps):
+    encodings = condition_encodings(list(SPECS), SPECS, continuous)
+    model = _model(gated, encodings=encodings, condition_maps=maps)
+    if maps:
+        _randomise_maps(model)
     codes = np.random.default_rng(4).integers(0, K, (4, 5, 6)).astype("int32")
     fast = FastSampler(model).logits(codes, CONDITIONS)
     np.testing.assert_allclose(fast, model([codes, CONDITIONS]).numpy(), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
-    "gated, seed, temperature, guidance",
-    [(False, 0, 1.0, 0.0), (True, 1, 0.7, 0.0), (False, 2, 1.3, 1.5), (True, 3, 2.0, 3.0)],
+    "gated, seed, temperature, guidance, maps",
+    [(False, 0, 1.0, 0.0, 0), (True, 1, 0.7, 0.0, 0), (False, 2, 1.3, 1.5, 0),
+     (True, 3, 2.0, 3.0, 0), (False, 4, 1.0, 0.0, 2), (True, 5, 1.0, 2.0, 2)],
 )  # fmt: skip
-def test_fast_and_naive_samplers_return_identical_grids(gated, seed, temperature, guidance):
-    model = _model(gated, grid=(6, 6))
+def test_fast_and_naive_samplers_return_identical_grids(gated, seed, temperature, guidance, maps):
+    model = _model(gated, grid=(6, 6), condition_maps=maps)
+    if maps:
+        _randomise_maps(model)
     conditions = np.concatenate([CONDITIONS, CONDITIONS[:1]])
     kwargs = dict(temperature=temperature, seed=seed, batch_size=3, progress=False,
                   conditions=conditions, guidance=guidance)  # fmt: skip
@@ -189,3 +212,41 @@ def test_a_tiny_model_learns_a_label_from_codes():
         log_likelihood.append(picked.sum(axis=(1, 2)))
     best = np.argmax(np.stack(log_likelihood, 1), axis=1)
     assert (best == test).mean() > 0.9
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_condition_maps_make_the_position_bias_depend_on_the_conditions(gated):
+    """With maps, a change of level changes positions by different amounts (not one bias)."""
+    model = _model(gated, condition_maps=3)
+    _randomise_maps(model)
+    name = "position_h" if gated else "position"
+    layer = model.get_layer(name)
+    condition = model.get_layer("condition_encoder")(CONDITIONS[:2]).numpy()
+    maps = layer.position_map(condition).numpy()
+    difference = maps[1] - maps[0]  # (H, W, C): the two conditions' biases differ ...
+    assert np.abs(difference).max() > 1e-3
+    spread = difference - difference.mean(axis=(0, 1))  # ... and not by one per-channel shift
+    assert np.abs(spread).max() > 1e-3
+    with pytest.raises(ValueError, match="condition_maps needs position_bias"):
+        _model(gated, condition_maps=2, position_bias=False)
+
+
+def test_condition_maps_learn_a_layout_that_depends_on_the_level():
+    """Grids whose first rows are code 1 below level 0.5 and code 2 above, the rest noise:
+    a tiny prior with maps learns the layout, so samples at each level follow it."""
+    rng = np.random.default_rng(0)
+    encodings = condition_encodings(["slice_level"], SPECS)
+    levels = rng.uniform(0, 1, 256).astype("float32")
+    codes = rng.integers(3, K, (256, 4, 4))
+    codes[:, 0, :] = np.where(levels < 0.5, 1, 2)[:, None]
+    model = build_pixelcnn((4, 4), K, filters=16, residual_blocks=1, kernel_size=3,
+                           hidden_layers=1, gated=True, embedding_dim=4, position_bias=True,
+                           conditions=encodings, condition_dim=8, condition_maps=2)  # fmt: skip
+    model.compile(keras.optimizers.Adam(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    model.fit([codes.astype("int32"), levels[:, None]], codes, epochs=5, batch_size=32, verbose=0)
+
+    asked = np.repeat(np.float32([[0.1], [0.9]]), 16, axis=0)
+    samples = sample_codes(model, 32, (4, 4), seed=0, progress=False, conditions=asked)
+    top_left = samples[:, 0, 0]
+    assert (top_left[:16] == 1).mean() > 0.9 and (top_left[16:] == 2).mean() > 0.9

@@ -19,7 +19,8 @@ Memory is the row buffers, ``O(batch * width * filters)``, not the whole grid.
 
 Conditional models stay exact: their conditions are constant over a grid, so the
 condition embedding and each layer's condition term (``(B, channels)``) are computed once
-per batch, before the walk, and added where the model adds them. Classifier-free guidance
+per batch, before the walk, and added where the model adds them; so is a conditional
+position bias (``(B, H, W, C)``, read a row or a position at a time). Classifier-free guidance
 (Ho & Salimans 2022) walks the batch twice over, with and without the conditions, and
 draws every code from ``(1 + w) * conditional - w * unconditional`` logits.
 
@@ -32,7 +33,7 @@ sampler checks its logits against the model's own on a random grid first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -51,6 +52,9 @@ from oasis_vqvae.models.pixelcnn import (
 __all__ = ["FastSampler", "UnsupportedModelError", "draw_codes", "guided_logits", "model_inputs"]
 
 State = tuple[tf.Tensor, ...]
+Terms = tuple[tuple[tf.Tensor, ...], dict[str, tf.Tensor]]
+"""A batch's condition terms: per layer ``(B, channels)``, and per conditional position bias
+``(B, H, W, C)``; ``()`` for an unconditional model."""
 
 
 class UnsupportedModelError(ValueError):
@@ -264,12 +268,27 @@ def _position(layers: dict[str, keras.layers.Layer], name: str) -> tf.Tensor | N
     return tf.constant(keras.ops.convert_to_numpy(layers[name].bias), tf.float32)
 
 
+def _position_maps(
+    layers: dict[str, keras.layers.Layer], names: Sequence[str], condition: tf.Tensor
+) -> dict[str, tf.Tensor]:
+    """Per-sample biases ``(B, H, W, C)`` of the conditional `PositionBias` layers of ``names``."""
+    return {
+        name: tf.cast(layers[name].position_map(condition), tf.float32)
+        for name in names
+        if name in layers and layers[name].rank
+    }
+
+
 def _add_position(x: tf.Tensor, bias: tf.Tensor | None, row: tf.Tensor, col=None) -> tf.Tensor:
-    """``x`` plus the position bias of ``row`` (all columns) or of ``(row, col)``."""
+    """``x`` plus the position bias of ``row`` (all columns) or of ``(row, col)``.
+
+    ``bias`` is ``(H, W, C)``, or ``(B, H, W, C)`` when it depends on the conditions.
+    """
     if bias is None:
         return x
-    at_row = tf.gather(bias, row)
-    return x + (at_row if col is None else tf.gather(at_row, col))
+    axis = bias.shape.rank - 3
+    at_row = tf.gather(bias, row, axis=axis)
+    return x + (at_row if col is None else tf.gather(at_row, col, axis=axis))
 
 
 def _embedding(layers: dict[str, keras.layers.Layer]) -> np.ndarray | None:
@@ -342,10 +361,12 @@ class _PlainPlan:
             for into, _, (kh, kw), _ in self.blocks
         )
 
-    def condition_terms(self, condition: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        """Terms ``(B, channels)`` of ``masked_a`` and each block's masked conv."""
+    def condition_terms(self, condition: tf.Tensor) -> Terms:
+        """Terms ``(B, channels)`` of ``masked_a`` and each block's masked conv, and the
+        conditional position bias."""
         names = ["masked_a_condition", *(f"res_{i}_condition" for i in range(self.blocks_count))]
-        return tuple(_condition_dense(self.layers[name].dense, condition) for name in names)
+        gates = tuple(_condition_dense(self.layers[name].dense, condition) for name in names)
+        return gates, _position_maps(self.layers, ["position"], condition)
 
     def start_row(self, state: State, padded: tf.Tensor, row: tf.Tensor, terms=()) -> State:
         """Nothing is computed per row."""
@@ -353,13 +374,13 @@ class _PlainPlan:
 
     def position(self, state: State, padded: tf.Tensor, row: tf.Tensor, col: tf.Tensor, terms=()):
         """Logits ``(B, K)`` at ``(row, col)`` and the updated row buffers."""
-        terms = terms or (None,) * (len(self.blocks) + 1)
+        gates, maps = terms or ((None,) * (len(self.blocks) + 1), {})
         side = 2 * self.pad + 1
         codes = _code_window(padded, row, col, self.pad + 1, side)
-        x = self.first(tf.gather(codes, self.first_index, axis=1), extra=terms[0])
-        x = _add_position(x, self.position_bias, row, col)
+        x = self.first(tf.gather(codes, self.first_index, axis=1), extra=gates[0])
+        x = _add_position(x, maps.get("position", self.position_bias), row, col)
         buffers = []
-        blocks = zip(self.blocks, state, terms[1:], strict=True)
+        blocks = zip(self.blocks, state, gates[1:], strict=True)
         for (into, masked, (_, kw), out), buffer, term in blocks:
             buffer = _put(buffer, into(x), col + kw // 2)
             x = x + out(masked(_window(buffer, col, kw), extra=term))
@@ -390,6 +411,7 @@ class _GatedPlan:
         self.v_to_h = [_dense(g.vertical_to_horizontal) for g in gated]
         self.h_out = [_dense(g.horizontal_out) for g in gated]
         self.filters = first.filters
+        self.layers = layers
         self.position_v = _position(layers, "position_v")
         self.position_h = _position(layers, "position_h")
         self.head = [_dense(layers[f"hidden_{i}"]) for i in range(hidden)] + [
@@ -415,18 +437,21 @@ class _GatedPlan:
         n = len(self.vertical)
         return list(state[:n]), list(state[n : 2 * n]), list(state[2 * n :])
 
-    def condition_terms(self, condition: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        """Per gated layer, the vertical then the horizontal term ``(B, 2 * filters)``."""
-        return tuple(
+    def condition_terms(self, condition: tf.Tensor) -> Terms:
+        """Per gated layer, the vertical then the horizontal term ``(B, 2 * filters)``,
+        and the conditional position biases."""
+        gates = tuple(
             _condition_dense(dense, condition)
             for g in self.gated
             for dense in (g.condition_v, g.condition_h)
         )
+        return gates, _position_maps(self.layers, ["position_v", "position_h"], condition)
 
     def start_row(self, state: State, padded: tf.Tensor, row: tf.Tensor, terms=()) -> State:
         """The vertical stacks of the whole row and their links into the horizontal stacks."""
         vertical, horizontal, _ = self._split(state)
-        v_terms = terms[0::2] if terms else (None,) * len(self.v_to_h)
+        v_terms = terms[0][0::2] if terms else (None,) * len(self.v_to_h)
+        position_v = terms[1].get("position_v", self.position_v) if terms else self.position_v
         width = padded.shape[2] - 2 * self.pad
         slab = tf.reshape(tf.slice(padded, [0, row, 0], [padded.shape[0], self.pad, -1]),
                           (padded.shape[0], -1))  # fmt: skip
@@ -439,7 +464,7 @@ class _GatedPlan:
         links = [self.v_to_h[0](v_pre)]
         for i, (conv, k) in enumerate(zip(self.vertical, self.vertical_size, strict=True)):
             v = _gate(v_pre)
-            vertical[i] = _put(vertical[i], _add_position(v, self.position_v, row) if i == 0 else v,
+            vertical[i] = _put(vertical[i], _add_position(v, position_v, row) if i == 0 else v,
                                k // 2)  # fmt: skip
             v_pre = _plus(tf.squeeze(self._row_conv(vertical[i], conv, k), 1), v_terms[i + 1])
             links.append(self.v_to_h[i + 1](v_pre))
@@ -453,12 +478,13 @@ class _GatedPlan:
     def position(self, state: State, padded: tf.Tensor, row: tf.Tensor, col: tf.Tensor, terms=()):
         """Logits ``(B, K)`` at ``(row, col)`` and the updated horizontal buffers."""
         vertical, horizontal, links = self._split(state)
-        h_terms = terms[1::2] if terms else (None,) * len(self.v_to_h)
+        h_terms = terms[0][1::2] if terms else (None,) * len(self.v_to_h)
+        position_h = terms[1].get("position_h", self.position_h) if terms else self.position_h
         side = 2 * self.pad + 1
         codes = _code_window(padded, row + self.pad, col, 1, side)
         h_pre = self.first_horizontal(tf.gather(codes, self.first_horizontal.taps[:, 1], axis=1))
         h = self.h_out[0](_gate(_plus(h_pre + links[0][:, col], h_terms[0])))
-        h = _add_position(h, self.position_h, row, col)
+        h = _add_position(h, position_h, row, col)
         for i, conv in enumerate(self.horizontal):
             k = self.vertical_size[i]
             horizontal[i] = _put(horizontal[i], h, col + k // 2)
@@ -621,8 +647,8 @@ class FastSampler:
         )
         return logits.numpy()
 
-    def _terms(self, conditions: np.ndarray | None, batch: int) -> tuple[tf.Tensor, ...]:
-        """Every layer's condition term ``(B, channels)``, computed once for the batch."""
+    def _terms(self, conditions: np.ndarray | None, batch: int) -> Terms | tuple[()]:
+        """Every layer's condition term, computed once for the batch (see `Terms`)."""
         model_inputs(self.model, np.zeros((batch, 1, 1)), conditions)  # checks the shape
         if not self.num_conditions:
             return ()

@@ -26,7 +26,9 @@ Conditional (``conditions`` given): a second input ``conditions`` ``(B, C)`` ->
 ``condition_encoder`` (see `oasis_vqvae.models.conditioning`) -> ``h`` ``(B, D)``. Gated:
 every ``gated_{i}`` is ``conditional`` and takes ``[v, h_stack, h]``. Plain: ``masked_a``
 and each ``res_{i}_masked`` lose their ReLU to a following ``masked_a_condition`` /
-``res_{i}_condition`` (`ConditionBias`). Unconditional models keep the layers above,
+``res_{i}_condition`` (`ConditionBias`). With ``condition_maps`` > 0 the position
+layers also take ``h``: the bias then depends on the conditions (`PositionBias`).
+Unconditional models keep the layers above,
 so ``.keras`` files saved before conditions still load.
 """
 
@@ -148,15 +150,63 @@ class PositionBias(layers.Layer):
     Masked convolutions see only a window of earlier codes, so a PixelCNN cannot tell how
     far down the slice it is (where a head should start or close). This bias tells it.
     It depends on no code, so the model stays causal.
+
+    With ``rank`` > 0 the layer takes ``[x, c]``, ``c`` ``(B, D)`` the condition embedding,
+    and the bias also depends on the conditions: ``sum_r a_r(c) S_r[h, w] U_r[ch]`` with
+    ``rank`` spatial maps ``S_r``, their channel loadings ``U_r`` and ``a = Dense(rank)(c)``.
+    Where brain, background and cerebellum lie depends on the slice level, and the gates'
+    condition term, the same at every position, cannot say where (location-dependent
+    conditioning, van den Oord et al. 2016, section 2.3; low-rank, so few grids fit it).
     """
 
-    def build(self, input_shape: tuple) -> None:
-        """One ``(H, W, C)`` weight, zero at the start."""
-        self.bias = self.add_weight(shape=tuple(input_shape[1:]), initializer="zeros", name="bias")
+    def __init__(self, rank: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if rank < 0:
+            raise ValueError(f"rank must be >= 0, got {rank}")
+        self.rank = int(rank)
+        if self.rank:
+            self.mix = layers.Dense(self.rank, dtype="float32", name="mix")
+
+    def build(self, input_shape: Any) -> None:
+        """One ``(H, W, C)`` weight, zero at the start (and the conditional maps' weights)."""
+        x_shape = tuple(input_shape[0] if self.rank else input_shape)
+        self.bias = self.add_weight(shape=x_shape[1:], initializer="zeros", name="bias")
+        if self.rank:
+            height, width, channels = x_shape[1:]
+            self.mix.build(tuple(input_shape[1]))
+            # Zero maps: the layer starts as the unconditional bias; random loadings so the
+            # maps' gradients are not zero.
+            self.maps = self.add_weight(
+                shape=(self.rank, height, width), initializer="zeros", name="maps"
+            )
+            self.loadings = self.add_weight(
+                shape=(self.rank, channels), initializer="glorot_uniform", name="loadings"
+            )
+
+    def position_map(self, condition: Any) -> Any:
+        """The bias of each sample ``(B, H, W, C)`` float32 for embeddings ``(B, D)``."""
+        per_rank = ops.einsum("br,rc->brc", self.mix(ops.cast(condition, "float32")),
+                              ops.cast(self.loadings, "float32"))  # fmt: skip
+        spatial = ops.einsum("rhw,brc->bhwc", ops.cast(self.maps, "float32"), per_rank)
+        return spatial + ops.cast(self.bias, "float32")[None]
 
     def call(self, inputs: Any) -> Any:
-        """Add the bias."""
-        return inputs + ops.cast(self.bias, inputs.dtype)
+        """Add the bias (of the sample's conditions, with ``rank`` > 0)."""
+        if not self.rank:
+            return inputs + ops.cast(self.bias, inputs.dtype)
+        x, condition = inputs
+        return x + ops.cast(self.position_map(condition), x.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        """Same as ``x``."""
+        return tuple(input_shape[0] if self.rank else input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        """Layer config (plus ``rank`` when the bias is conditional)."""
+        config = super().get_config()
+        if self.rank:  # absent from unconditional configs, as before condition maps
+            config["rank"] = self.rank
+        return config
 
 
 @keras.saving.register_keras_serializable(package="oasis_vqvae")
@@ -312,6 +362,13 @@ class GatedPixelBlock(layers.Layer):
         return config
 
 
+def _position_bias(x: Any, name: str, dtype: str | None, rank: int, condition: Any) -> Any:
+    """``x`` plus a `PositionBias` (conditional with ``rank`` > 0)."""
+    if rank:
+        return PositionBias(rank, dtype=dtype, name=name)([x, condition])
+    return PositionBias(dtype=dtype, name=name)(x)
+
+
 def _residual_block(
     x: Any, filters: int, name: str, dtype: str | None, condition: Any = None
 ) -> Any:
@@ -344,6 +401,7 @@ def build_pixelcnn(
     conditions: Sequence[ConditionEncoding] = (),
     condition_dim: int = 32,
     condition_dropout: float = 0.0,
+    condition_maps: int = 0,
     seed: int | None = None,
     name: str = "pixelcnn",
     dtype: str | None = None,
@@ -376,6 +434,9 @@ def build_pixelcnn(
         condition_dim: Width of the condition embedding.
         condition_dropout: Training only: share of samples whose conditions are replaced
             by the learned null (so the model also samples unconditionally).
+        condition_maps: > 0: the position bias also depends on the conditions, through
+            this many low-rank spatial maps (see `PositionBias`); needs ``position_bias``
+            and ``conditions``.
         seed: Seed of the condition dropout draws.
         dtype: The layers' Keras dtype policy, e.g. ``"mixed_bfloat16"`` (None: the global
             one); the embeddings and the logits compute in float32 under any policy.
@@ -395,6 +456,8 @@ def build_pixelcnn(
         raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}.")
     if residual_blocks < 0 or hidden_layers < 0 or embedding_dim < 0:
         raise ValueError("residual_blocks, hidden_layers and embedding_dim must be >= 0.")
+    if condition_maps and not (position_bias and conditions):
+        raise ValueError("condition_maps needs position_bias and at least one condition.")
 
     inputs = keras.Input((height, width), dtype="int32", name="codes")
     condition = None
@@ -418,8 +481,8 @@ def build_pixelcnn(
             filters, kernel_size, "A", dtype=dtype, name="gated_0", **gated_kwargs
         )([x, x, *extra])
         if position_bias:
-            v = PositionBias(dtype=dtype, name="position_v")(v)
-            h = PositionBias(dtype=dtype, name="position_h")(h)
+            v = _position_bias(v, "position_v", dtype, condition_maps, condition)
+            h = _position_bias(h, "position_h", dtype, condition_maps, condition)
         for i in range(1, residual_blocks + 1):
             v, h = GatedPixelBlock(filters, 3, "B", dtype=dtype, name=f"gated_{i}", **gated_kwargs)(
                 [v, h, *extra]
@@ -434,7 +497,7 @@ def build_pixelcnn(
         if condition is not None:
             x = ConditionBias(filters, dtype=dtype, name="masked_a_condition")([x, condition])
         if position_bias:
-            x = PositionBias(dtype=dtype, name="position")(x)
+            x = _position_bias(x, "position", dtype, condition_maps, condition)
         for i in range(residual_blocks):
             x = _residual_block(x, filters, f"res_{i}", dtype, condition)
     # Per-position head.

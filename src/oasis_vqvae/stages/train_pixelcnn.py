@@ -239,6 +239,7 @@ def build_model(
         conditions=encodings,
         condition_dim=cfg.condition_dim,
         condition_dropout=cfg.condition_dropout,
+        condition_maps=cfg.condition_maps if encodings and cfg.position_bias else 0,
         seed=cfg.seed,
         dtype=policy,
     )
