@@ -86,17 +86,23 @@ def histograms(
     xlabel: str,
     bins: int | Sequence[float] = 20,
     marker: tuple[float, str] | None = None,
+    share: bool = False,
 ) -> Path:
-    """Overlaid histograms of several named arrays; ``marker`` = (x, label) draws a line."""
+    """Overlaid histograms of several named arrays; ``marker`` = (x, label) draws a line.
+
+    ``share``: each bar is its series' share of values (sets of different sizes compare).
+    """
     fig, ax = plt.subplots(figsize=(6, 3.5))
     edges = np.histogram_bin_edges(np.concatenate([np.ravel(v) for v in series.values()]), bins)
     for name, values in series.items():
-        ax.hist(np.ravel(values), bins=edges, alpha=0.55, label=f"{name} (n={np.size(values)})")
+        weights = np.full(np.size(values), 1.0 / max(1, np.size(values))) if share else None
+        ax.hist(np.ravel(values), bins=edges, weights=weights, alpha=0.55,
+                label=f"{name} (n={np.size(values)})")  # fmt: skip
     if marker is not None:
         ax.axvline(marker[0], color="#c44e52", linestyle="--", label=marker[1])
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("count")
+    ax.set_ylabel("share of images" if share else "count")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -391,7 +391,7 @@ def write_level_figures(out: Path, result: Evaluation, cfg: EvaluateConfig) -> N
     plots.histograms(
         {"real held-out slices": probe.held_levels, "samples": probe.sample_levels},
         out / FIGURES[7], "Slice level predicted by the probe", "slice level (0 = lowest)",
-        bins=bins,
+        bins=bins, share=True,  # as the total-variation distance compares them
     )  # fmt: skip
     order = np.argsort(probe.sample_levels, kind="stable")
     shown = order[np.linspace(0, len(order) - 1, min(BY_LEVEL_SHOWN, len(order))).astype(int)]
