@@ -168,7 +168,7 @@ class PixelCNNConfig(Block):
     spatial maps (where brain and background lie changes with the slice level). 0, or no
     conditions, or no position_bias: the bias is the same for every condition."""
     epochs: PosInt = 15
-    batch_size: PosInt = 32
+    batch_size: PosInt = 8
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-3
     seed: int = 0
     strategy: StrategyName = "auto"
