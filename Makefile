@@ -49,7 +49,7 @@ demo: $(INSTALLED) ## run the whole pipeline (dvc repro) on the built-in synthet
 	@echo "  MLflow runs   make ui, then open http://127.0.0.1:5000"
 
 test: $(INSTALLED) ## run the test suite (all but the image tests) on PYTEST_WORKERS processes
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 test-image: $(INSTALLED) ## build the image (if changed) and run the tests in it (needs docker or podman)
 	$(BIN)/python -m pytest -m image

@@ -32,6 +32,20 @@ VOLUME_SHAPE = (16, 20, 16, 1)
 T88 = ("PROCESSED", "MPRAGE", "T88_111")
 
 
+# --- order -------------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with a ``slow`` test first, in collection order otherwise.
+
+    ``make test`` hands whole files to xdist workers (``--dist loadfile``); the few long
+    files (a whole ``dvc repro``, a kfp.local DAG run) then start while the many short ones
+    fill the other worker, instead of running last on one worker while the other idles.
+    """
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: False (slow) sorts first
+
+
 # --- configs -------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,8 @@ from mlflow import MlflowClient
 from oasis_vqvae.config import _apply_override
 from oasis_vqvae.stages import STAGES
 
+pytestmark = pytest.mark.slow
+
 BIN = Path(sys.executable).parent
 
 
