@@ -362,8 +362,7 @@ class _PlainPlan:
         )
 
     def condition_terms(self, condition: tf.Tensor) -> Terms:
-        """Terms ``(B, channels)`` of ``masked_a`` and each block's masked conv, and the
-        conditional position bias."""
+        """Terms of ``masked_a`` and each block's masked conv, and the conditional bias."""
         names = ["masked_a_condition", *(f"res_{i}_condition" for i in range(self.blocks_count))]
         gates = tuple(_condition_dense(self.layers[name].dense, condition) for name in names)
         return gates, _position_maps(self.layers, ["position"], condition)
@@ -438,8 +437,7 @@ class _GatedPlan:
         return list(state[:n]), list(state[n : 2 * n]), list(state[2 * n :])
 
     def condition_terms(self, condition: tf.Tensor) -> Terms:
-        """Per gated layer, the vertical then the horizontal term ``(B, 2 * filters)``,
-        and the conditional position biases."""
+        """Each gated layer's vertical then horizontal term, and the conditional biases."""
         gates = tuple(
             _condition_dense(dense, condition)
             for g in self.gated
@@ -447,11 +445,15 @@ class _GatedPlan:
         )
         return gates, _position_maps(self.layers, ["position_v", "position_h"], condition)
 
+    def _unpack(self, terms: Terms | tuple[()]) -> Terms:
+        """``terms``, or no condition terms and no conditional biases (unconditional)."""
+        return terms or ((None,) * (2 * len(self.gated)), {})
+
     def start_row(self, state: State, padded: tf.Tensor, row: tf.Tensor, terms=()) -> State:
         """The vertical stacks of the whole row and their links into the horizontal stacks."""
         vertical, horizontal, _ = self._split(state)
-        v_terms = terms[0][0::2] if terms else (None,) * len(self.v_to_h)
-        position_v = terms[1].get("position_v", self.position_v) if terms else self.position_v
+        gates, maps = self._unpack(terms)
+        v_terms, position_v = gates[0::2], maps.get("position_v", self.position_v)
         width = padded.shape[2] - 2 * self.pad
         slab = tf.reshape(tf.slice(padded, [0, row, 0], [padded.shape[0], self.pad, -1]),
                           (padded.shape[0], -1))  # fmt: skip
@@ -478,8 +480,8 @@ class _GatedPlan:
     def position(self, state: State, padded: tf.Tensor, row: tf.Tensor, col: tf.Tensor, terms=()):
         """Logits ``(B, K)`` at ``(row, col)`` and the updated horizontal buffers."""
         vertical, horizontal, links = self._split(state)
-        h_terms = terms[0][1::2] if terms else (None,) * len(self.v_to_h)
-        position_h = terms[1].get("position_h", self.position_h) if terms else self.position_h
+        gates, maps = self._unpack(terms)
+        h_terms, position_h = gates[1::2], maps.get("position_h", self.position_h)
         side = 2 * self.pad + 1
         codes = _code_window(padded, row + self.pad, col, 1, side)
         h_pre = self.first_horizontal(tf.gather(codes, self.first_horizontal.taps[:, 1], axis=1))
