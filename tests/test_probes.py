@@ -163,12 +163,17 @@ def test_fidelity_is_high_for_obeyed_labels_and_near_chance_when_shuffled(stacks
         | {name: test_conditions[name] for name in ("slice_level", "group")}
     )
     predicted = probe.predict(test_images)
+    # "Reconstructions": every test slice replaced by the mean slice, which shows no level.
+    flat = np.broadcast_to(test_images.mean(0).astype(np.uint8), test_images.shape)
     rows, notes = fidelity.condition_fidelity(
-        probe, predicted, test_conditions, predicted, labels, resamples=200, seed=0
-    )
+        probe, predicted, test_conditions, predicted, labels,
+        reconstruction_predictions=probe.predict(flat), resamples=200, seed=0,
+    )  # fmt: skip
     values = fidelity.fidelity_values(rows)
     assert not notes
     assert values["condition_group_auc_samples"] == values["condition_group_auc_real"] >= 0.9
+    assert values["slice_level_mae_reconstructions"] > 0.15 > values["slice_level_mae_real"]
+    assert values["condition_group_auc_reconstructions"] == 0.5  # one prediction for all
     assert values["condition_group_auc_shuffled"] < 0.75
     assert values["slice_level_mae_samples"] < 0.15 < values["slice_level_mae_shuffled"]
     for key in ("condition_group_accuracy_real", "slice_level_mae_real"):

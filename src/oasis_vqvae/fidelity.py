@@ -22,7 +22,12 @@ from oasis_vqvae.probes import Head, Probe, encode_targets
 
 @dataclass(frozen=True)
 class Fidelity:
-    """One condition's probe score on real test slices, samples and shuffled samples."""
+    """One condition's probe score on real test slices, samples and shuffled samples.
+
+    ``reconstructions``: on the VQ-VAE's reconstructions of those real test slices, against
+    their true conditions: the best a perfect prior could reach through this decoder, so the
+    gap between it and ``samples`` is the prior's alone.
+    """
 
     condition: str
     metric: str
@@ -30,8 +35,13 @@ class Fidelity:
     key: str
     """Metric key prefix, e.g. ``condition_cdr_auc`` or ``slice_level_mae``."""
     real: Estimate | None
+    reconstructions: Estimate | None
     samples: Estimate | None
     shuffled: Estimate | None
+
+
+SIDES = ("real", "reconstructions", "samples", "shuffled")
+"""The scored sets of a :class:`Fidelity` row, in the report's column order."""
 
 
 @dataclass
@@ -108,14 +118,17 @@ def condition_fidelity(
     sample_predictions: dict[str, np.ndarray],
     labels: Any,
     *,
+    reconstruction_predictions: dict[str, np.ndarray] | None = None,
     resamples: int,
     seed: int,
 ) -> tuple[list[Fidelity], list[str]]:
     """Probe scores per condition in ``labels`` (the samples' requested conditions).
 
     Real: the probe on real test slices against their own conditions (the ceiling; intervals
-    over subjects). Samples: on the samples against what was requested. Shuffled: against the
-    requested conditions permuted among the samples (seeded; the floor).
+    over subjects). Reconstructions (if given: predictions on the VQ-VAE's reconstructions
+    of the same test slices): against those same conditions. Samples: on the samples against
+    what was requested. Shuffled: against the requested conditions permuted among the
+    samples (seeded; the floor).
     """
     heads = {head.name: head for head in probe.heads}
     rows, notes = [], []
@@ -133,6 +146,8 @@ def condition_fidelity(
         shuffled = requested[rng.permutation(len(requested))]
         real_targets = encode_targets(head, test_conditions[name], "test conditions")
         real_scores = scores(head, test_predictions[name], real_targets)
+        recon = reconstruction_predictions
+        recon_scores = {} if recon is None else scores(head, recon[name], real_targets)
         sample_scores = scores(head, sample_predictions[name], requested)
         shuffled_scores = scores(head, sample_predictions[name], shuffled)
         for metric in real_scores:
@@ -141,6 +156,7 @@ def condition_fidelity(
                 Fidelity(
                     name, metric, key,
                     _estimate(real_scores[metric], subjects, resamples, seed),
+                    _estimate(recon_scores.get(metric), subjects, resamples, seed),
                     _estimate(sample_scores[metric], None, resamples, seed),
                     _estimate(shuffled_scores[metric], None, resamples, seed),
                 )
@@ -149,10 +165,10 @@ def condition_fidelity(
 
 
 def fidelity_values(rows: list[Fidelity]) -> dict[str, float]:
-    """``KEY_{real,samples,shuffled}`` with ``_ci_low`` / ``_ci_high`` for every row."""
+    """``KEY_SIDE`` with ``_ci_low`` / ``_ci_high`` for every row and every side in `SIDES`."""
     values: dict[str, float] = {}
     for row in rows:
-        for side in ("real", "samples", "shuffled"):
+        for side in SIDES:
             estimate = getattr(row, side)
             if estimate is not None:
                 values |= estimate.as_metrics(f"{row.key}_{side}")
@@ -172,9 +188,11 @@ def level_ceiling(
 
 
 def _estimate(
-    scored: tuple[np.ndarray, Any], groups: np.ndarray | None, resamples: int, seed: int
+    scored: tuple[np.ndarray, Any] | None, groups: np.ndarray | None, resamples: int, seed: int
 ) -> Estimate | None:
     """Bootstrap ``score`` over the known items ``known`` (by ``groups``, or one by one)."""
+    if scored is None:
+        return None
     known, score = scored
     if len(known) < 2:
         return None

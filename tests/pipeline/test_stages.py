@@ -162,7 +162,7 @@ def test_evaluate_metrics(run_dir, tiny_dataset):
     assert metrics["held_out_slices"] == manifest["counts"]["test"] + manifest["counts"]["validate"]
     # generate wrote labels.csv (the tiny prior is conditioned on slice level and CDR).
     for key in ("slice_level_mae", "condition_cdr_accuracy"):
-        for side in ("samples", "shuffled"):
+        for side in ("reconstructions", "samples", "shuffled"):
             assert np.isfinite(metrics[f"{key}_{side}"]), key
     for png in FIGURES:
         assert Image.open(run_dir / "eval" / png).size[0] > 100, png
@@ -255,8 +255,9 @@ def test_evaluate_scores_the_conditions_of_labelled_samples(
         for side in ("samples", "shuffled"):
             name = f"{key}_{side}"
             assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"], name
-    for key in ("slice_level_mae_real", "condition_sex_accuracy_real", "condition_age_mae_real"):
-        assert np.isfinite(metrics[key]), key
+    for key in ("slice_level_mae", "condition_sex_accuracy", "condition_age_mae"):
+        for side in ("real", "reconstructions"):
+            assert np.isfinite(metrics[f"{key}_{side}"]), key
     # An AUC needs both classes among the test subjects; otherwise it is left out, never NaN.
     assert 0.0 <= metrics.get("condition_sex_auc_real", 0.5) <= 1.0
     assert not [key for key in metrics if key.startswith("condition_cdr")]

@@ -206,11 +206,14 @@ def run_evaluation(
         load_conditions(data, "test")["subject"].tolist()
     )
     c2st = metrics.two_sample_test(held_out, generated, **c2st_options)
-    # Reconstructions stored as the samples are (8-bit), so the test sees no rounding artefact.
+    # Reconstructions stored as the samples are (8-bit), so the tests see no rounding artefact.
+    held_reconstructed_uint8 = to_uint8(held_reconstructed)
     c2st_reconstructions = metrics.two_sample_test(
-        to_uint8(held_reconstructed), generated, **c2st_options
+        held_reconstructed_uint8, generated, **c2st_options
     )
-    probe = probe_report(data, train, held_out, len(validate), generated, labels, cfg)
+    probe = probe_report(
+        data, train, held_out, held_reconstructed_uint8, len(validate), generated, labels, cfg
+    )
     values = {
         **reconstruction_metrics(test_float, reconstructed, ssim),
         **latent_metrics(usage_test, usage_samples),
@@ -253,12 +256,16 @@ def probe_report(
     data: Path,
     train: np.ndarray,
     held_out: np.ndarray,
+    held_reconstructed: np.ndarray,
     validate_count: int,
     generated: np.ndarray,
     labels: pd.DataFrame | None,
     cfg: EvaluateConfig,
 ) -> fidelity.ProbeReport:
-    """Train the probe on real training slices; coverage, level distribution, fidelity."""
+    """Train the probe on real training slices; coverage, level distribution, fidelity.
+
+    ``held_reconstructed``: the VQ-VAE's reconstructions of ``held_out``, in its order.
+    """
     import pandas as pd
 
     specs = condition_specs(read_manifest(data))
@@ -297,8 +304,10 @@ def probe_report(
         )
     else:
         rows, notes = fidelity.condition_fidelity(
-            probe, test_predictions, conditions["test"], sampled, labels, **options
-        )
+            probe, test_predictions, conditions["test"], sampled, labels,
+            reconstruction_predictions=probe.predict(held_reconstructed[validate_count:]),
+            **options,
+        )  # fmt: skip
         result.fidelity, result.notes = rows, result.notes + notes
         result.values |= fidelity.fidelity_values(rows)
     return result
@@ -539,25 +548,23 @@ def level_section(out: Path, result: Evaluation, cfg: EvaluateConfig) -> str:
 def fidelity_section(out: Path, result: Evaluation) -> str:
     """The per-condition table (real ceiling, samples, shuffled floor) and the grid."""
     rows = [
-        [row.condition, row.metric, *(_show(getattr(row, side)) for side in SIDES)]
+        [row.condition, row.metric, *(_show(getattr(row, side)) for side in fidelity.SIDES)]
         for row in result.probe.fidelity
     ]
     intro = (
         "A probe trained on real training slices predicts each condition; it is scored on "
-        "real test slices (its ceiling), on the samples against the conditions they were "
-        "generated with, and against those conditions shuffled among the samples (the floor). "
-        "95% bootstrap intervals (over subjects for real slices)."
+        "real test slices (its ceiling), on the VQ-VAE's reconstructions of those slices "
+        "(the ceiling through this decoder: what a perfect prior could reach), on the samples "
+        "against the conditions they were generated with, and against those conditions "
+        "shuffled among the samples (the floor). 95% bootstrap intervals (over subjects for "
+        "real slices and their reconstructions)."
     )
-    table = (
-        report.table(["condition", "metric", "real test", "samples", "shuffled"], rows)
-        if rows
-        else ""
-    )
+    columns = ["condition", "metric", "real test", "reconstructions", "samples", "shuffled"]
+    table = report.table(columns, rows) if rows else ""
     notes = report.paragraph("; ".join(result.probe.notes)) if result.probe.notes else ""
     return report.paragraph(intro) + table + notes + report.figure(out / FIGURES[9], GRID_NOTE)
 
 
-SIDES = ("real", "samples", "shuffled")
 GRID_NOTE = (
     "Rows: values of the first subject condition the samples were generated with; columns: "
     "slice-level bins (requested if the model is conditioned on slice level, else predicted). "
