@@ -63,6 +63,13 @@ def test_overrides_are_typed_from_yaml():
         ("vqvae.filters=[8, 8, 8, 8, 8]", "vqvae.filters: 5 down-samplings"),
         ("pixelcnn.kernel_size=4", "pixelcnn.kernel_size: must be odd"),
         ("generate.temperature=0", "generate.temperature: input should be greater than 0"),
+        (
+            "pixelcnn.conditions=[]",
+            "generate.guidance 0.5 needs a conditional prior trained "
+            "with pixelcnn.condition_dropout > 0, but pixelcnn.conditions is empty; set "
+            "generate.guidance=0",
+        ),
+        ("pixelcnn.condition_dropout=0", "but pixelcnn.condition_dropout is 0"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

@@ -226,9 +226,10 @@ class GenerateConfig(Block):
     its values) or ``data``: the listed values of all names form a balanced grid (their
     product), cycled over the samples; unlisted names and ``data`` ones are drawn from the
     training rows that match the sample's categorical values."""
-    guidance: Annotated[float, Field(ge=0.0)] = 0.0
+    guidance: Annotated[float, Field(ge=0.0)] = 0.5
     """Classifier-free guidance weight w: logits (1 + w) conditional - w unconditional;
-    0 samples the plain conditional model (needs pixelcnn.condition_dropout > 0 if > 0)."""
+    0 samples the plain conditional model, and is what an unconditional prior needs
+    (> 0 needs a prior trained with pixelcnn.condition_dropout > 0)."""
 
     @field_validator("conditions")
     @classmethod
@@ -386,6 +387,21 @@ class Params(Block):
                 "use fewer filters or larger images"
             )
         return self
+
+    @model_validator(mode="after")
+    def _guidance_has_an_unconditional_model(self) -> Self:
+        # Checked here too, not only by generate on the model: a pipeline run fails at once,
+        # not after training the prior.
+        if self.generate.guidance and not self.pixelcnn.conditions:
+            reason = "pixelcnn.conditions is empty"
+        elif self.generate.guidance and not self.pixelcnn.condition_dropout:
+            reason = "pixelcnn.condition_dropout is 0, so the prior learns no unconditional model"
+        else:
+            return self
+        raise ValueError(
+            f"generate.guidance {self.generate.guidance:g} needs a conditional prior trained with "
+            f"pixelcnn.condition_dropout > 0, but {reason}; set generate.guidance=0"
+        )
 
 
 def load_params(path: str | Path, overrides: Iterable[str] = ()) -> Params:

@@ -208,7 +208,7 @@ def test_generate_refuses_what_the_model_never_saw(vqvae_dir, prior_dir, tmp_pat
 def test_unconditional_prior_takes_no_conditions(codes_dir, vqvae_dir, tmp_path):
     from oasis_vqvae.stages.train_pixelcnn import train_pixelcnn
 
-    params = _params("pixelcnn.conditions=[]", "pixelcnn.epochs=1")
+    params = _params("pixelcnn.conditions=[]", "pixelcnn.epochs=1", "generate.guidance=0")
     prior = train_pixelcnn(params, codes_dir, tmp_path / "pixelcnn")
     assert json.loads((prior / "conditions.json").read_text())["names"] == []
 
@@ -216,7 +216,8 @@ def test_unconditional_prior_takes_no_conditions(codes_dir, vqvae_dir, tmp_path)
     assert list(pd.read_csv(out / "labels.csv").columns) == ["file"]
     np.testing.assert_allclose(load_conditions(out / "dataset", "train")["slice_level"], 0.5)
     with pytest.raises(ConfigError, match="generate.conditions.cdr: the PixelCNN was not"):
-        _generate(_params("generate.conditions.cdr=0"), vqvae_dir, prior, tmp_path / "x")
+        _generate(_params("generate.conditions.cdr=0", "generate.guidance=0"), vqvae_dir, prior,
+                  tmp_path / "x")  # fmt: skip
     with pytest.raises(ConfigError, match="generate.guidance: the PixelCNN is unconditional"):
         _generate(_params("generate.guidance=1"), vqvae_dir, prior, tmp_path / "y")
 
@@ -225,7 +226,7 @@ def test_guidance_needs_condition_dropout(codes_dir, vqvae_dir, tmp_path):
     from oasis_vqvae.stages.train_pixelcnn import train_pixelcnn
 
     params = _params("pixelcnn.conditions=[cdr]", "pixelcnn.condition_dropout=0",
-                     "pixelcnn.epochs=1")  # fmt: skip
+                     "pixelcnn.epochs=1", "generate.guidance=0")  # fmt: skip
     prior = train_pixelcnn(params, codes_dir, tmp_path / "pixelcnn")
     with pytest.raises(ConfigError, match="generate.guidance: .*condition_dropout 0"):
         _generate(_params("generate.guidance=1"), vqvae_dir, prior, tmp_path / "s")
