@@ -186,12 +186,17 @@ def run_evaluation(
     metrics.require_images(
         "evaluate", cfg.min_images, real_held_out_slices=len(held_out), samples=len(generated)
     )
+    log.info(
+        "evaluate: %d test, %d held-out, %d training slices, %d samples; reconstructing",
+        len(test), len(held_out), len(train), len(generated),
+    )  # fmt: skip
     test_float = metrics.as_float(test)
     # One encoder pass gives both the held-out codes and, decoded, the reconstructions.
     held_codes = encode_codes(model, metrics.as_float(held_out)[..., None], cfg.batch_size)
     held_reconstructed = decode_codes(model, held_codes, cfg.batch_size)[..., 0]
     test_codes, reconstructed = held_codes[len(validate) :], held_reconstructed[len(validate) :]
     ssim = metrics.ssim(test_float, reconstructed, cfg.batch_size)
+    log.info("evaluate: nearest real slices of every sample (copies, diversity)")
     nearest_test, _ = metrics.nearest_ssim(generated, test, cfg.nearest_candidates)
     nearest_train, train_index = metrics.nearest_ssim(generated, train, cfg.nearest_candidates)
     num_embeddings = int(model.get_layer("vector_quantizer").num_embeddings)
@@ -205,12 +210,14 @@ def run_evaluation(
     c2st_options["real_groups"] = load_conditions(data, "validate")["subject"].tolist() + (
         load_conditions(data, "test")["subject"].tolist()
     )
+    log.info("evaluate: classifier two-sample tests (%d steps each)", cfg.c2st.steps)
     c2st = metrics.two_sample_test(held_out, generated, **c2st_options)
     # Reconstructions stored as the samples are (8-bit), so the tests see no rounding artefact.
     held_reconstructed_uint8 = to_uint8(held_reconstructed)
     c2st_reconstructions = metrics.two_sample_test(
         held_reconstructed_uint8, generated, **c2st_options
     )
+    log.info("evaluate: condition probe (%d steps), coverage, levels, fidelity", cfg.probe.steps)
     probe = probe_report(
         data, train, held_out, held_reconstructed_uint8, len(validate), generated, labels, cfg
     )
