@@ -196,7 +196,7 @@ def run_evaluation(
     held_reconstructed = decode_codes(model, held_codes, cfg.batch_size)[..., 0]
     test_codes, reconstructed = held_codes[len(validate) :], held_reconstructed[len(validate) :]
     ssim = metrics.ssim(test_float, reconstructed, cfg.batch_size)
-    log.info("evaluate: nearest real slices of every sample (copies, diversity)")
+    log.info("evaluate: nearest real slices of every sample (copies)")
     nearest_test, _ = metrics.nearest_ssim(generated, test, cfg.nearest_candidates)
     nearest_train, train_index = metrics.nearest_ssim(generated, train, cfg.nearest_candidates)
     num_embeddings = int(model.get_layer("vector_quantizer").num_embeddings)
@@ -221,13 +221,15 @@ def run_evaluation(
     probe = probe_report(
         data, train, held_out, held_reconstructed_uint8, len(validate), generated, labels, cfg
     )
+    log.info("evaluate: pairwise MS-SSIM diversity of %d images a set", cfg.diversity_images)
+    diversity = diversity_metrics(generated, test, cfg.diversity_images)
     values = {
         **reconstruction_metrics(test_float, reconstructed, ssim),
         **latent_metrics(usage_test, usage_samples),
         "nearest_test_ssim_mean": float(nearest_test.mean()),
         "nearest_train_ssim_mean": float(nearest_train.mean()),
         "copies_share": float(np.mean(nearest_train >= cfg.copy_threshold)),
-        **diversity_metrics(generated, test, cfg.diversity_images),
+        **diversity,
         **two_sample_metrics("c2st", c2st),
         **two_sample_metrics("c2st_reconstructions", c2st_reconstructions),
         **probe.values,
