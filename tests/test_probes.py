@@ -167,7 +167,7 @@ def test_fidelity_is_high_for_obeyed_labels_and_near_chance_when_shuffled(stacks
     flat = np.broadcast_to(test_images.mean(0).astype(np.uint8), test_images.shape)
     rows, notes = fidelity.condition_fidelity(
         probe, predicted, test_conditions, predicted, labels,
-        reconstruction_predictions=probe.predict(flat), resamples=200, seed=0,
+        probe.predict(flat), resamples=200, seed=0,
     )  # fmt: skip
     values = fidelity.fidelity_values(rows)
     assert not notes

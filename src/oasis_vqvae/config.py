@@ -392,9 +392,11 @@ class Params(Block):
     def _guidance_has_an_unconditional_model(self) -> Self:
         # Checked here too, not only by generate on the model: a pipeline run fails at once,
         # not after training the prior.
-        if self.generate.guidance and not self.pixelcnn.conditions:
+        if not self.generate.guidance:
+            return self
+        if not self.pixelcnn.conditions:
             reason = "pixelcnn.conditions is empty"
-        elif self.generate.guidance and not self.pixelcnn.condition_dropout:
+        elif not self.pixelcnn.condition_dropout:
             reason = "pixelcnn.condition_dropout is 0, so the prior learns no unconditional model"
         else:
             return self

@@ -117,16 +117,16 @@ def condition_fidelity(
     test_conditions: Any,
     sample_predictions: dict[str, np.ndarray],
     labels: Any,
+    reconstruction_predictions: dict[str, np.ndarray],
     *,
-    reconstruction_predictions: dict[str, np.ndarray] | None = None,
     resamples: int,
     seed: int,
 ) -> tuple[list[Fidelity], list[str]]:
     """Probe scores per condition in ``labels`` (the samples' requested conditions).
 
     Real: the probe on real test slices against their own conditions (the ceiling; intervals
-    over subjects). Reconstructions (if given: predictions on the VQ-VAE's reconstructions
-    of the same test slices): against those same conditions. Samples: on the samples against
+    over subjects). Reconstructions (predictions on the VQ-VAE's reconstructions of the same
+    test slices): against those same conditions. Samples: on the samples against
     what was requested. Shuffled: against the requested conditions permuted among the
     samples (seeded; the floor).
     """
@@ -146,8 +146,7 @@ def condition_fidelity(
         shuffled = requested[rng.permutation(len(requested))]
         real_targets = encode_targets(head, test_conditions[name], "test conditions")
         real_scores = scores(head, test_predictions[name], real_targets)
-        recon = reconstruction_predictions
-        recon_scores = {} if recon is None else scores(head, recon[name], real_targets)
+        recon_scores = scores(head, reconstruction_predictions[name], real_targets)
         sample_scores = scores(head, sample_predictions[name], requested)
         shuffled_scores = scores(head, sample_predictions[name], shuffled)
         for metric in real_scores:
@@ -156,7 +155,7 @@ def condition_fidelity(
                 Fidelity(
                     name, metric, key,
                     _estimate(real_scores[metric], subjects, resamples, seed),
-                    _estimate(recon_scores.get(metric), subjects, resamples, seed),
+                    _estimate(recon_scores[metric], subjects, resamples, seed),
                     _estimate(sample_scores[metric], None, resamples, seed),
                     _estimate(shuffled_scores[metric], None, resamples, seed),
                 )
@@ -188,11 +187,9 @@ def level_ceiling(
 
 
 def _estimate(
-    scored: tuple[np.ndarray, Any] | None, groups: np.ndarray | None, resamples: int, seed: int
+    scored: tuple[np.ndarray, Any], groups: np.ndarray | None, resamples: int, seed: int
 ) -> Estimate | None:
     """Bootstrap ``score`` over the known items ``known`` (by ``groups``, or one by one)."""
-    if scored is None:
-        return None
     known, score = scored
     if len(known) < 2:
         return None

@@ -314,8 +314,7 @@ def probe_report(
     else:
         rows, notes = fidelity.condition_fidelity(
             probe, test_predictions, conditions["test"], sampled, labels,
-            reconstruction_predictions=probe.predict(held_reconstructed[validate_count:]),
-            **options,
+            probe.predict(held_reconstructed[validate_count:]), **options,
         )  # fmt: skip
         result.fidelity, result.notes = rows, result.notes + notes
         result.values |= fidelity.fidelity_values(rows)
