@@ -29,7 +29,8 @@ $(INSTALLED): pyproject.toml constraints.txt
 		|| { echo "Python 3.11 or newer is needed; run: make PYTHON=python3.11 ..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --constraint constraints.txt --editable '.[dev]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --constraint constraints.txt --compile-bytecode \
+		--editable '.[dev]'
 	@touch $@
 
 install: $(INSTALLED) ## create .venv and install the project with its locked dependencies
@@ -75,6 +76,7 @@ bench: $(INSTALLED) ## run the speed benchmarks (each prints a ratio against its
 	$(BIN)/python benchmarks/prior_throughput.py
 	$(BIN)/python benchmarks/sampling.py
 	$(BIN)/python benchmarks/nearest_neighbours.py
+	$(BIN)/python benchmarks/startup.py
 
 quality: $(INSTALLED) ## whole pipeline on 150 x 24 synthetic 256-px slices, params/oasis.yaml: time and quality (QUALITY_ARGS=...)
 	$(BIN)/python benchmarks/quality.py $(QUALITY_ARGS)

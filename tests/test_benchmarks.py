@@ -58,6 +58,12 @@ def test_prior_throughput_benchmark_prints_its_ratio():
     assert re.fullmatch(r"prior_vs_keras: \d+\.\d\d", line), line
 
 
+def test_startup_benchmark_prints_its_ratio():
+    # A light module: the test checks that both sides are timed, not TensorFlow's import.
+    line = _last_line("benchmarks/startup.py", "--module", "oasis_vqvae.config", "--rounds", "1")
+    assert re.fullmatch(r"startup_vs_source: \d+\.\d\d", line), line
+
+
 # benchmarks/quality.py trains the whole pipeline: hours at its default scale on this CPU and
 # several minutes even with --quick (six stage processes, each importing TensorFlow), so the
 # tests check what it runs (params, commands), not a run.
