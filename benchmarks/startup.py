@@ -70,11 +70,14 @@ def main() -> None:
     print(f"installed bytecode: {total - missing} of {total} modules ({missing} without)")
     times: dict[str, list[tuple[float, float]]] = {"source": [], "ours": []}
     with tempfile.TemporaryDirectory() as empty:
-        source_env = {**env, "PYTHONPYCACHEPREFIX": empty, "PYTHONDONTWRITEBYTECODE": "1"}
+        envs = {
+            "source": {**env, "PYTHONPYCACHEPREFIX": empty, "PYTHONDONTWRITEBYTECODE": "1"},
+            "ours": env,
+        }
         for round_ in range(args.rounds):
             order = ("source", "ours") if round_ % 2 == 0 else ("ours", "source")
             for side in order:
-                times[side].append(time_import(args.module, source_env if side == "source" else env))
+                times[side].append(time_import(args.module, envs[side]))
     for side, runs in times.items():
         wall = statistics.median(run[0] for run in runs)
         cpu = statistics.median(run[1] for run in runs)
