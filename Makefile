@@ -76,6 +76,7 @@ bench: $(INSTALLED) ## run the speed benchmarks (each prints a ratio against its
 	$(BIN)/python benchmarks/prior_throughput.py
 	$(BIN)/python benchmarks/sampling.py
 	$(BIN)/python benchmarks/nearest_neighbours.py
+	$(BIN)/python benchmarks/diversity.py
 	$(BIN)/python benchmarks/startup.py
 
 quality: $(INSTALLED) ## whole pipeline on 150 x 24 synthetic 256-px slices, params/oasis.yaml: time and quality (QUALITY_ARGS=...)

@@ -58,6 +58,11 @@ def test_prior_throughput_benchmark_prints_its_ratio():
     assert re.fullmatch(r"prior_vs_keras: \d+\.\d\d", line), line
 
 
+def test_diversity_benchmark_prints_its_ratio():
+    line = _last_line("benchmarks/diversity.py", "--quick")
+    assert re.fullmatch(r"diversity_vs_per_pair: \d+\.\d\d", line), line
+
+
 def test_startup_benchmark_prints_its_ratio():
     # A light module: the test checks that both sides are timed, not TensorFlow's import.
     line = _last_line("benchmarks/startup.py", "--module", "oasis_vqvae.config", "--rounds", "1")

@@ -101,6 +101,16 @@ def test_diversity_is_lower_for_varied_images(slices):
     assert varied < 0.9
 
 
+@pytest.mark.parametrize("shape", [(64, 64), (45, 52)])  # (45, 52): odd sides are padded
+def test_pairwise_diversity_is_the_mean_of_tensorflows_ms_ssim_over_the_pairs(shape):
+    rng = np.random.default_rng(0)
+    images = rng.random((3, *shape)).astype(np.float32)
+    images = np.concatenate([images, np.clip(0.7 * images + 0.2 * rng.random(images.shape), 0, 1)])
+    first, second = np.triu_indices(len(images), k=1)
+    expected = metrics.ms_ssim(images[first], images[second]).mean()
+    assert metrics.mean_pairwise_ms_ssim(images, max_images=6) == pytest.approx(expected, abs=1e-5)
+
+
 def test_psnr_and_mse_of_a_known_difference():
     images = np.zeros((2, 16, 16), np.float32)
     others = np.full((2, 16, 16), 0.1, np.float32)
