@@ -21,6 +21,6 @@ def test_what_every_stage_imports_is_compiled_to_bytecode(package):
     missing = [p for p in sources if not Path(importlib.util.cache_from_source(str(p))).is_file()]
     assert sources and not missing, (
         f"{len(missing)} of {len(sources)} modules of {package} have no bytecode, e.g. "
-        f"{missing[0]}: reinstall with `make install` (uv --compile-bytecode) or run "
+        f"{missing[:1]}: reinstall with `make install` (uv --compile-bytecode) or run "
         f"`python -m compileall -q {root.parent}`"
     )
