@@ -39,6 +39,33 @@ def test_causal_masks():
         causal_mask(3, "C")
     with pytest.raises(ValueError, match="strides"):
         MaskedConv2D(4, 3, strides=2)
+    with pytest.raises(ValueError, match="sees nothing"):
+        MaskedConv2D(4, 1, mask_type="A")
+
+
+@pytest.mark.parametrize(
+    "kernel_size, mask_type",
+    [(7, "A"), (7, "B"), (3, "B"), (5, "vertical_A"), (3, "vertical_B"), ((1, 7), "A"),
+     ((1, 3), "B"), ((5, 3), "A"), (1, "B")],
+)  # fmt: skip
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_masked_conv_is_the_same_conv_of_the_masked_kernel(kernel_size, mask_type, dilation):
+    """It convolves only the kept taps: same values and gradients as the full masked conv."""
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 6, 7, 3)), tf.float32)
+    layer = MaskedConv2D(
+        4, kernel_size, mask_type=mask_type, dilation_rate=dilation,
+        bias_initializer="random_normal",
+    )  # fmt: skip
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = layer(x)
+        masked = layer.kernel * causal_mask(layer.kernel_size, mask_type)[:, :, None, None]
+        reference = keras.ops.conv(x, masked, padding="same", dilation_rate=dilation) + layer.bias
+    np.testing.assert_allclose(ours, reference, atol=TOL)
+    for wrt in (x, layer.kernel):
+        np.testing.assert_allclose(
+            tape.gradient(ours, wrt), tape.gradient(reference, wrt), atol=TOL
+        )
 
 
 @pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])

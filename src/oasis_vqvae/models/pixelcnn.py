@@ -107,11 +107,37 @@ class MaskedConv2D(layers.Conv2D):
             raise ValueError("MaskedConv2D needs data_format='channels_last', groups=1.")
         self.mask_type = mask_type
         self._kernel_mask = causal_mask(self.kernel_size, mask_type)[:, :, None, None]
+        # The mask's non-zero rows and columns: only they are convolved (see convolution_op).
+        rows, cols = np.nonzero(self._kernel_mask[:, :, 0, 0])
+        if not len(rows):
+            raise ValueError(f"A {kernel_size} kernel of mask type {mask_type!r} sees nothing.")
+        self._taps = (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1)
 
     def convolution_op(self, inputs: Any, kernel: Any) -> Any:
-        """Convolve with the masked kernel (the stored kernel itself is never changed)."""
-        mask = ops.convert_to_tensor(self._kernel_mask, dtype=kernel.dtype)
-        return super().convolution_op(inputs, kernel * mask)
+        """Convolve with the masked kernel, cropped to the taps the mask keeps.
+
+        Same result as the full "same" convolution with the masked kernel (the stored kernel
+        is never changed), without the multiplications by zero: a causal mask keeps at most
+        the upper half of the kernel (7x7 type A: 3 of 7 rows).
+        """
+        top, bottom, left, right = self._taps
+        mask = ops.convert_to_tensor(self._kernel_mask[top:bottom, left:right], kernel.dtype)
+        kernel = kernel[top:bottom, left:right] * mask
+        # Output row i reads input rows i + (r - ci) * dilation for kept kernel rows r (ci: the
+        # centre row): pad above, drop the rows below that no kept tap reaches; columns alike.
+        (ci, cj), (dy, dx) = (k // 2 for k in self.kernel_size), self.dilation_rate
+        pad_bottom, pad_right = (bottom - 1 - ci) * dy, (right - 1 - cj) * dx
+        inputs = inputs[:, : pad_bottom if pad_bottom < 0 else None,
+                        : pad_right if pad_right < 0 else None]  # fmt: skip
+        inputs = ops.pad(
+            inputs,
+            [[0, 0], [(ci - top) * dy, max(pad_bottom, 0)],
+             [(cj - left) * dx, max(pad_right, 0)], [0, 0]],
+        )  # fmt: skip
+        return ops.conv(
+            inputs, kernel, padding="valid", data_format="channels_last",
+            dilation_rate=self.dilation_rate,
+        )  # fmt: skip
 
     def call(self, inputs: Any) -> Any:
         """``activation(masked_conv(inputs) + bias)``; the bias added as `vqvae.Conv2D` does."""
