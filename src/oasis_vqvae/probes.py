@@ -131,6 +131,7 @@ def train(
     if len(images) == 0:
         raise DataError("a probe needs at least one training image")
     optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer.build(model.trainable_variables)  # not in the traced step: that would trace twice
     batch = min(batch_size, len(images))
     order = _batch_order(len(images), steps, batch, seed)
     tensors = {h.name: tf.constant(_target_array(h, targets[h.name])) for h in heads}

@@ -95,6 +95,7 @@ def fit_resumable(
     history_csv = workdir / "history.csv"
     best_weights = workdir / "best.weights.h5"
     backup = workdir / "backup"
+    build_optimizer(model)
     done = restore_checkpoint(model, backup)
     if done:
         log.info("resuming after epoch %d of %d from %s", done, epochs, workdir)
@@ -155,14 +156,24 @@ def restore_checkpoint(model: keras.Model, directory: Path) -> int:
     metadata = directory / METADATA
     if not metadata.exists():
         return 0
-    with model.distribute_strategy.scope():  # optimizer variables go where the model's are
-        if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)  # its variables must exist to load
+    build_optimizer(model)  # its variables must exist to load
+    with model.distribute_strategy.scope():
         model.load_weights(str(directory / WEIGHTS))
         with np.load(directory / RNG_STATE) as states:
             for i, variable in enumerate(_rng_state(model)):
                 variable.assign(states[f"s{i}"])
     return int(json.loads(metadata.read_text())["epoch"])
+
+
+def build_optimizer(model: keras.Model) -> None:
+    """Create the optimizer's variables (slots) for ``model``'s trainable variables, if not yet.
+
+    Before ``fit``, too: an optimizer that creates its variables inside the first traced train
+    step makes TensorFlow trace the step a second time (about 10 s of the prior's first step).
+    """
+    if model.optimizer is not None and not model.optimizer.built:
+        with model.distribute_strategy.scope():  # its variables go where the model's are
+            model.optimizer.build(model.trainable_variables)
 
 
 class BestWeights(keras.callbacks.Callback):
