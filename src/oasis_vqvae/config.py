@@ -170,6 +170,8 @@ class PixelCNNConfig(Block):
     epochs: PosInt = 15
     batch_size: PosInt = 8
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-3
+    learning_rate_schedule: Literal["constant", "cosine"] = "constant"
+    """constant, or cosine: decays from learning_rate to 0 over all epochs' steps."""
     seed: int = 0
     strategy: StrategyName = "auto"
     """tf.distribute strategy (see oasis_vqvae.distribute); batch_size is the global batch."""

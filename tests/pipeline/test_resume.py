@@ -37,6 +37,7 @@ EXACT = [
     "pixelcnn.precision=float32",
     "vqvae.strategy=default",
     "pixelcnn.strategy=default",
+    "pixelcnn.learning_rate_schedule=cosine",  # the rate is a function of the restored step
 ]
 
 

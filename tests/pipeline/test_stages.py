@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from oasis_vqvae.errors import ConfigError, DataError, TrainingError
+from oasis_vqvae.stages import train_pixelcnn as train_pixelcnn_stage
 from oasis_vqvae.stages import train_vqvae as train_vqvae_stage
 from oasis_vqvae.stages.evaluate import FIGURES, evaluate
 from oasis_vqvae.stages.extract_codes import extract_codes
@@ -101,6 +102,16 @@ def test_pixelcnn_reports_bits_per_code(run_dir):
     metrics = json.loads((run_dir / "pixelcnn" / "metrics.json").read_text())
     # A uniform guess over 16 codes costs 4 bits; any trained model is in (0, ~5).
     assert 0.0 < metrics["best_val_bits_per_code"] < 6.0
+
+
+def test_pixelcnn_cosine_schedule_decays_to_zero_over_all_steps(tiny_params):
+    cosine = tiny_params("pixelcnn.learning_rate_schedule=cosine", "pixelcnn.epochs=4").pixelcnn
+    schedule = train_pixelcnn_stage.learning_rate(cosine, steps_per_epoch=10)
+    assert float(schedule(0)) == pytest.approx(cosine.learning_rate)
+    assert float(schedule(20)) == pytest.approx(cosine.learning_rate / 2)
+    assert float(schedule(40)) == pytest.approx(0.0, abs=1e-9)
+    constant = tiny_params("pixelcnn.learning_rate_schedule=constant").pixelcnn
+    assert train_pixelcnn_stage.learning_rate(constant, 10) == constant.learning_rate
 
 
 def test_generate_writes_count_samples(run_dir, tiny_params):

@@ -65,7 +65,9 @@ def train_pixelcnn(params: Params, codes: str | Path, out: str | Path) -> Path:
     with strategy.scope():  # variables are created where the strategy places them
         model = build_model(cfg, grid_shape, num_embeddings, policy, encodings)
         model.compile(
-            optimizer=with_loss_scaling(keras.optimizers.Adam(cfg.learning_rate), policy),
+            optimizer=with_loss_scaling(
+                keras.optimizers.Adam(learning_rate(cfg, _steps(train, cfg.batch_size))), policy
+            ),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
     with tracking.stage_run("train-pixelcnn", params, blocks=("pixelcnn",)) as run:
@@ -256,6 +258,22 @@ def _dataset(
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(codes), seed=shuffle_seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def learning_rate(cfg: PixelCNNConfig, steps_per_epoch: int) -> Any:
+    """``pixelcnn.learning_rate``, or its cosine decay to 0 over every epoch's steps."""
+    import keras
+
+    if cfg.learning_rate_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            cfg.learning_rate, decay_steps=cfg.epochs * steps_per_epoch
+        )
+    return cfg.learning_rate
+
+
+def _steps(inputs: _SplitInputs, batch_size: int) -> int:
+    """Batches per epoch of `_dataset` (the last one may be short)."""
+    return math.ceil(len(inputs.codes) / batch_size)
 
 
 def _digest(codes: np.ndarray) -> str:
