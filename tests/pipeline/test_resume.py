@@ -155,3 +155,25 @@ def test_logs_outside_a_terminal_are_lines_not_redraws(
     assert len(per_epoch) == EPOCHS, text
     # The strategy, the precision, the epochs and the result: a line each.
     assert len(lines) <= 3 + EPOCHS, f"{len(lines)} lines:\n{text}"
+
+
+def test_the_train_step_is_traced_once(tmp_path):
+    """The optimizer's variables exist before fit: made inside the first traced step, they
+    make TensorFlow trace it a second time (about 10 s of each training stage's start)."""
+    import tensorflow as tf
+
+    from oasis_vqvae.tracking import StageRun
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    traces = []
+    train_step = model.train_step
+    model.train_step = lambda data: traces.append(1) or train_step(data)
+    x = np.zeros((8, 4), np.float32)
+    data = tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(4)
+    training.fit_resumable(
+        model, lambda epoch: data, data, epochs=2, workdir=tmp_path / "work", key="k",
+        monitor="val_loss", mode="min", run=StageRun(),
+    )  # fmt: skip
+    assert len(traces) == 1
