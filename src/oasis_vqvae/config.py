@@ -157,7 +157,7 @@ class PixelCNNConfig(Block):
     order; () trains an unconditional prior. Training rows missing a value are skipped."""
     condition_dim: PosInt = 32
     """Width of the condition embedding added to every gated layer's gates."""
-    continuous_encoding: Literal["linear", "fourier"] = "linear"
+    continuous_encoding: Literal["linear", "fourier"] = "fourier"
     """How a continuous condition is embedded: linear (value times a vector) or fourier
     (the value and sin/cos of it at 6 frequencies, through a dense layer)."""
     condition_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
@@ -170,7 +170,7 @@ class PixelCNNConfig(Block):
     epochs: PosInt = 15
     batch_size: PosInt = 8
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-3
-    learning_rate_schedule: Literal["constant", "cosine"] = "constant"
+    learning_rate_schedule: Literal["constant", "cosine"] = "cosine"
     """constant, or cosine: decays from learning_rate to 0 over all epochs' steps."""
     seed: int = 0
     strategy: StrategyName = "auto"

@@ -100,7 +100,7 @@ def test_train_writes_conditions_json_and_the_training_rows(prior_dir):
     assert described["conditions"]["cdr"]["encoding"] == "embedding"
     assert described["conditions"]["cdr"]["values"] == [0.0, 0.5, 1.0, 2.0]
     assert described["conditions"]["cdr"]["seen"] == [0.0, 0.5, 1.0]  # no 2.0 in train
-    assert described["conditions"]["age"]["encoding"] == "linear"
+    assert described["conditions"]["age"]["encoding"] == _params().pixelcnn.continuous_encoding
     assert described["conditions"]["age"]["seen"][0] >= 40.0
     assert described["condition_dropout"] == pytest.approx(0.1)
     assert described["rows"]["train"] == {"used": 47, "skipped": 1}
