@@ -152,11 +152,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 def restore_checkpoint(model: keras.Model, directory: Path) -> int:
-    """Load an :class:`EpochCheckpoint` into ``model`` (built, compiled); the epochs done."""
+    """Load an :class:`EpochCheckpoint` into ``model``; the epochs done.
+
+    ``model`` is built and compiled, its optimizer built (`build_optimizer`): the optimizer's
+    variables must exist to load.
+    """
     metadata = directory / METADATA
     if not metadata.exists():
         return 0
-    build_optimizer(model)  # its variables must exist to load
     with model.distribute_strategy.scope():
         model.load_weights(str(directory / WEIGHTS))
         with np.load(directory / RNG_STATE) as states:
