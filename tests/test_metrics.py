@@ -73,6 +73,16 @@ def test_nearest_finds_the_best_pair_exactly_and_prefiltered(pairs):
     assert np.allclose(prefiltered, exact, atol=1e-5)
 
 
+def test_candidate_ssim_is_the_pairwise_ssim_of_each_candidate(pairs, monkeypatch):
+    images, noisy = pairs
+    indices = np.random.default_rng(1).integers(0, len(noisy), (len(images), 4))  # repeats too
+    monkeypatch.setattr(metrics, "PAIR_BUDGET", 5 * 4 * 32 * 32)  # blocks of 5 queries: 3 blocks
+    scores = metrics.candidate_ssim(images, noisy, indices)
+    expected = np.take_along_axis(metrics.pairwise_ssim(images, noisy), indices, axis=1)
+    assert expected.max() - expected.min() > 0.2  # a spread of values, not one repeated
+    assert np.allclose(scores, expected, atol=1e-5)
+
+
 def test_copied_training_slice_is_flagged_as_a_copy(slices):
     train, other_subject = slices[:36], slices[36:]
     samples = np.stack([train[7], other_subject[5], np.flipud(train[20])])

@@ -264,9 +264,16 @@ def _pairwise_ssim_terms(
 
 
 def candidate_ssim(queries: np.ndarray, references: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """SSIM ``(M, k)`` of each query to its own k references ``references[indices[m]]``."""
+    """SSIM ``(M, k)`` of each query to its own k references ``references[indices[m]]``.
+
+    As :func:`pairwise_ssim`, local means and variances are computed once per image (each
+    reference is a candidate of many queries); only blur(x * y) is per pair.
+    """
     import tensorflow as tf
 
+    used, position = np.unique(indices, return_inverse=True)
+    position = position.reshape(indices.shape)
+    mean_y, var_y = _stats_in_blocks(references[used])
     pixels = int(np.prod(queries.shape[1:]))
     per_block = max(1, PAIR_BUDGET // (pixels * indices.shape[1]))
     out = np.empty(indices.shape, np.float32)
@@ -274,12 +281,24 @@ def candidate_ssim(queries: np.ndarray, references: np.ndarray, indices: np.ndar
         query = tf.constant(as_float(queries[q : q + per_block]))
         ref = tf.constant(as_float(references[indices[q : q + per_block]]))
         mean_x, var_x = _local_stats(query)
-        mean_y, var_y = _local_stats(ref)
         cross = _blur(query[:, None] * ref)
+        rows = position[q : q + per_block]
         out[q : q + per_block] = _ssim_from_stats(
-            mean_x[:, None], var_x[:, None], mean_y, var_y, cross
+            mean_x[:, None], var_x[:, None], mean_y[rows], var_y[rows], cross
         ).numpy()
     return out
+
+
+def _stats_in_blocks(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_local_stats` of a stack, ``PAIR_BUDGET`` pixels at a time, as float32 arrays."""
+    import tensorflow as tf
+
+    block = max(1, PAIR_BUDGET // int(np.prod(images.shape[1:])))
+    stats = [
+        _local_stats(tf.constant(as_float(images[i : i + block])))
+        for i in range(0, len(images), block)
+    ]
+    return tuple(np.concatenate([np.asarray(s[j]) for s in stats]) for j in (0, 1))
 
 
 def _check_stack(queries: np.ndarray, references: np.ndarray) -> None:
