@@ -42,17 +42,31 @@ def training_curves(history: pd.DataFrame, path: Path, title: str) -> Path:
 def image_grid(
     images: np.ndarray, path: Path, title: str, labels: Sequence[str] | None = None, cols: int = 8
 ) -> Path:
-    """Grayscale images (N, H, W) or (N, H, W, 1), values in [0, 1], in a grid."""
-    images = np.asarray(images).reshape(len(images), *np.shape(images)[1:3])
-    cols = max(1, min(cols, len(images)))
-    rows = max(1, math.ceil(len(images) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows + 0.5), squeeze=False)
-    for index, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if index < len(images):
-            ax.imshow(images[index], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            if labels is not None:
-                ax.set_title(labels[index], fontsize=7)
+    """Grayscale images (N, H, W) or (N, H, W, 1), values in [0, 1], in a grid.
+
+    Drawn as one mosaic in one axes, each label above its tile: a figure of one axes renders
+    in a fraction of a second, where one axes per image took about 0.1 s each on a small CPU.
+    """
+    images = np.asarray(images, dtype=np.float32).reshape(len(images), *np.shape(images)[1:3])
+    count, height, width = images.shape
+    cols = max(1, min(cols, count))
+    rows = max(1, math.ceil(count / cols))
+    gap = max(1, height // 16)
+    band = max(gap, math.ceil(0.14 * height)) if labels is not None else gap  # room for a label
+    mosaic = np.full((rows * (height + band), cols * (width + gap)), np.nan, np.float32)
+    fig, ax = plt.subplots(figsize=(1.6 * cols, 1.6 * rows + 0.5))
+    for index, image in enumerate(images):
+        top = (index // cols) * (height + band) + band
+        left = (index % cols) * (width + gap)
+        mosaic[top : top + height, left : left + width] = image
+        if labels is not None and labels[index]:
+            ax.text(left + width / 2, top - 0.5, labels[index], fontsize=7, ha="center",
+                    va="bottom")  # fmt: skip
+    gray = plt.get_cmap("gray").copy()
+    gray.set_bad("white")  # the gaps between tiles
+    ax.imshow(np.ma.masked_invalid(mosaic), cmap=gray, vmin=0.0, vmax=1.0,
+              interpolation="nearest")  # fmt: skip
+    ax.axis("off")
     fig.suptitle(title)
     return _save(fig, path)
 
