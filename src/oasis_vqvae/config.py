@@ -277,7 +277,7 @@ class EvaluateConfig(Block):
     batch_size: PosInt = 64
     copy_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
     """A sample whose SSIM to its nearest training slice reaches this is counted as a copy."""
-    nearest_candidates: NonNegInt = 64
+    nearest_candidates: NonNegInt = 16
     """0: exact nearest-neighbour search (SSIM to every slice); k: exact SSIM to the k nearest
     by pooled L2 distance only (much faster on large sets, may miss the SSIM-nearest)."""
     diversity_images: Annotated[int, Field(ge=2)] = 100
