@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from oasis_vqvae.models import build_pixelcnn, sample_codes
+from oasis_vqvae.models.sampling import sample_uniforms
 
 GRID = (4, 5)
 K = 6
@@ -14,6 +15,19 @@ K = 6
 def pixelcnn() -> keras.Model:
     keras.utils.set_random_seed(0)
     return build_pixelcnn(GRID, K, filters=8, residual_blocks=1, kernel_size=3, hidden_layers=1)
+
+
+def test_each_sample_has_its_own_stateless_uniforms():
+    import tensorflow as tf
+
+    rows = sample_uniforms(7, 5, 12)
+    assert rows.shape == (5, 12) and rows.dtype == np.float32
+    for n in range(5):  # row n from the key (seed, n) alone, whatever the count
+        expected = tf.random.stateless_uniform((12,), seed=[7, n], alg="philox").numpy()
+        np.testing.assert_array_equal(rows[n], expected)
+    np.testing.assert_array_equal(sample_uniforms(7, 2, 12), rows[:2])
+    assert sample_uniforms(7, 0, 12).shape == (0, 12)
+    assert not np.array_equal(sample_uniforms(8, 1, 12)[0], rows[0])
 
 
 def test_same_seed_same_samples_different_seed_different(pixelcnn):

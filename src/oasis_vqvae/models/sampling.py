@@ -121,12 +121,23 @@ def _check_conditions(
 
 
 def sample_uniforms(seed: int, count: int, positions: int) -> np.ndarray:
-    """The uniforms ``(count, positions)`` in [0, 1) that drive the draws of each sample."""
-    rows = [
-        tf.random.stateless_uniform((positions,), seed=[seed, n], alg="philox")
-        for n in range(count)
-    ]
-    return np.stack([row.numpy() for row in rows]) if rows else np.zeros((0, positions), "f4")
+    """The uniforms ``(count, positions)`` in [0, 1) that drive the draws of each sample.
+
+    Row ``n`` comes from the stateless Philox key ``(seed, n)`` alone, whatever ``count``.
+    """
+    if count == 0:
+        return np.zeros((0, positions), "f4")
+    return _uniform_rows(tf.constant(seed, tf.int64), tf.constant(count, tf.int64), positions).numpy()
+
+
+@tf.function(reduce_retracing=True)
+def _uniform_rows(seed: tf.Tensor, count: tf.Tensor, positions: int) -> tf.Tensor:
+    # One graph, not one eager op per sample (768 of them took 2.3 s on a small CPU).
+    return tf.map_fn(
+        lambda n: tf.random.stateless_uniform((positions,), seed=tf.stack([seed, n]), alg="philox"),
+        tf.range(count, dtype=tf.int64),
+        fn_output_signature=tf.float32,
+    )
 
 
 def _fast_batches(
