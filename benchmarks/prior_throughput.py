@@ -14,7 +14,7 @@ and the same batch (``--batch``, default ``pixelcnn.batch_size``):
             kernel at every call, as the example does. Compiled as the example compiles it:
             Adam(3e-4), sparse categorical cross-entropy from logits, ``metrics=["accuracy"]``;
   ours      the prior of the train-pixelcnn stage as ``--params`` configures it (params.yaml:
-            the demo's gated prior, 32 filters, 8 gated layers, learned embedding, position
+            the demo's gated prior, 24 filters, 8 gated layers, learned embedding, position
             bias, conditioned on slice level and CDR), set up as
             `oasis_vqvae.stages.train_pixelcnn` does: `seed_everything` (op determinism on,
             for both priors: it is process-wide), `resolve_precision`, the stage's

@@ -143,7 +143,7 @@ class VQVAEConfig(Block):
 class PixelCNNConfig(Block):
     """PixelCNN prior over the VQ-VAE code grid."""
 
-    filters: PosInt = 32
+    filters: PosInt = 24
     residual_blocks: NonNegInt = 8
     kernel_size: Annotated[int, Field(ge=3)] = 7
     hidden_layers: NonNegInt = 2
