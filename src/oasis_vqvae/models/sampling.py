@@ -127,7 +127,8 @@ def sample_uniforms(seed: int, count: int, positions: int) -> np.ndarray:
     """
     if count == 0:
         return np.zeros((0, positions), "f4")
-    return _uniform_rows(tf.constant(seed, tf.int64), tf.constant(count, tf.int64), positions).numpy()
+    rows = _uniform_rows(tf.constant(seed, tf.int64), tf.constant(count, tf.int64), positions)
+    return rows.numpy()
 
 
 @tf.function(reduce_retracing=True)
