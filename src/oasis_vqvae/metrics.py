@@ -294,11 +294,14 @@ def _stats_in_blocks(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow as tf
 
     block = max(1, PAIR_BUDGET // int(np.prod(images.shape[1:])))
-    stats = [
-        _local_stats(tf.constant(as_float(images[i : i + block])))
-        for i in range(0, len(images), block)
-    ]
-    return tuple(np.concatenate([np.asarray(s[j]) for s in stats]) for j in (0, 1))
+    means, variances = zip(
+        *(
+            _local_stats(tf.constant(as_float(images[i : i + block])))
+            for i in range(0, len(images), block)
+        ),
+        strict=True,
+    )
+    return np.concatenate(means), np.concatenate(variances)
 
 
 def _check_stack(queries: np.ndarray, references: np.ndarray) -> None:
