@@ -137,7 +137,7 @@ def test_quality_summary_reads_the_evaluate_metrics(tmp_path):
 
     def c2st(accuracy: float) -> metrics.TwoSampleResult:
         return metrics.TwoSampleResult(
-            accuracy, accuracy - 0.05, accuracy + 0.05, 200, 200, 10, (), ()
+            accuracy, accuracy - 0.05, accuracy + 0.05, 200, 150, 10, (), (), 4
         )
 
     values = {

@@ -150,7 +150,8 @@ def test_two_sample_test_is_at_chance_on_two_halves_of_the_same_data(slices):
     result = metrics.two_sample_test(
         slices[order[:24]], slices[order[24:]], steps=100, batch_size=8, seed=0
     )
-    assert result.held_out == 24 and result.trained_on == 24
+    # Every image scored once (4 folds of 6 + 6), each classifier trained on the other 3 folds.
+    assert result.held_out == 48 and result.trained_on == 36 and result.folds == 4
     assert 0.25 <= result.accuracy <= 0.75
     assert result.ci_low <= 0.5 <= result.ci_high
 
@@ -159,7 +160,25 @@ def test_two_sample_test_tells_slices_from_noise(slices):
     noise = np.random.default_rng(2).integers(0, 256, slices.shape, dtype=np.uint8)
     result = metrics.two_sample_test(slices, noise, steps=100, batch_size=8, seed=0)
     assert result.accuracy >= 0.95 and result.ci_low > 0.5
-    assert len(result.real_scores) == len(result.generated_scores) == 24
+    assert len(result.real_scores) == len(result.generated_scores) == 48
+
+
+def test_two_sample_folds_are_whole_subjects_of_equal_size():
+    subjects = np.repeat(np.arange(10), 5)  # 10 subjects x 5 slices
+    rng = np.random.default_rng(0)
+    parts = metrics._folds_by_group(subjects, len(subjects), 40, 4, rng)
+    scored = np.concatenate(parts)
+    assert len(scored) == 40 and len(set(scored.tolist())) == 40  # as many as samples, once each
+    assert max(map(len, parts)) - min(map(len, parts)) <= 5  # at most one subject apart
+    owners = [set(subjects[part].tolist()) for part in parts]
+    # No subject in two folds: the classifier scoring a fold never trained on its subjects.
+    assert sum(map(len, owners)) == len(set().union(*owners))
+
+
+def test_two_sample_test_needs_a_subject_per_fold(slices):
+    subjects = np.repeat(np.arange(4), 12)
+    with pytest.raises(DataError, match="4 real subjects cannot fill 5 folds"):
+        metrics.two_sample_test(slices, slices, real_groups=subjects, folds=5)
 
 
 def test_two_sample_test_needs_images_on_both_sides(slices):

@@ -246,10 +246,11 @@ class GenerateConfig(Block):
 class TwoSampleTestConfig(Block):
     """The classifier two-sample tests: a small CNN tells real held-out slices from samples."""
 
-    held_out: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
-    """Share of each set kept aside to measure the classifier's accuracy on."""
+    folds: Annotated[int, Field(ge=2, le=20)] = 4
+    """Cross-fitting: one classifier per fold of subjects, trained on the others, scores it."""
     steps: PosInt = 200
-    """Training batches, always all of them (a fixed number: the result cannot depend on load)."""
+    """Training batches of each classifier, always all of them (the result cannot depend on
+    load)."""
     batch_size: PosInt = 32
     seed: int = 0
 

@@ -203,7 +203,7 @@ def run_evaluation(
     usage_test = metrics.code_histogram(test_codes, num_embeddings)
     usage_samples = metrics.code_histogram(sample_codes, num_embeddings)
     c2st_options = {
-        "held_out": cfg.c2st.held_out, "steps": cfg.c2st.steps,
+        "folds": cfg.c2st.folds, "steps": cfg.c2st.steps,
         "batch_size": cfg.c2st.batch_size, "seed": cfg.c2st.seed, "min_images": cfg.min_images,
     }  # fmt: skip
     # The classifier is tested on subjects it was not trained on (see two_sample_test).
@@ -628,8 +628,9 @@ def c2st_note(c2st: metrics.TwoSampleResult, real: str) -> str:
         else "the classifier does worse than chance (too little data or training)"
     )
     return (
-        f"Samples vs {real}: a small CNN trained on {c2st.trained_on} images ({c2st.steps} "
-        f"steps) classifies {c2st.held_out} held-out images (half each) with accuracy "
+        f"Samples vs {real}: {c2st.folds} small CNNs, each trained on up to {c2st.trained_on} "
+        f"images ({c2st.steps} steps) and scoring the fold of subjects it did not see, "
+        f"classify {c2st.held_out} images (half each) with accuracy "
         f"{c2st.accuracy:.1%}, 95% Wilson interval [{c2st.ci_low:.1%}, {c2st.ci_high:.1%}]: "
         f"{verdict} (50% = indistinguishable)."
     )
