@@ -74,12 +74,18 @@ class Probe:
         return result
 
 
-def small_cnn(shape: tuple[int, int], heads: tuple[Head, ...], seed: int) -> keras.Model:
-    """Pool to <= 64 px, four stride-2 3x3 convolutions, dense ``features``, one layer per head.
+def small_cnn(
+    shape: tuple[int, int], heads: tuple[Head, ...], seed: int, *, every_pixel: bool = False
+) -> keras.Model:
+    """To <= 64 px, four stride-2 3x3 convolutions, dense ``features``, one layer per head.
 
-    Input ``(H, W, 1)`` float in [0, 1]; outputs a dict ``{features, <head.name>...}``. Every
-    initializer has its own seed derived from ``seed``: same seed, same weights, whatever
-    else the process has built before.
+    Input ``(H, W, 1)`` float in [0, 1]; outputs a dict ``{features, <head.name>...}``. Larger
+    images are average-pooled to <= 64 px, or with ``every_pixel`` folded into channels
+    (each ``p x p`` block of pixels becomes ``p * p`` channels of one position): the probe
+    reads anatomy, which pooling keeps, while a real-vs-generated classifier must see fine
+    texture (sulci, noise, blur), which pooling averages away. Every initializer has its own
+    seed derived from ``seed``: same seed, same weights, whatever else the process has built
+    before.
     """
     import keras
 
@@ -91,7 +97,11 @@ def small_cnn(shape: tuple[int, int], heads: tuple[Head, ...], seed: int) -> ker
 
     inputs = keras.Input((*shape, 1), name="image")
     pool = max(1, min(shape) // POOLED_SIDE)
-    x = layers.AveragePooling2D(pool)(inputs) if pool > 1 else inputs
+    x = inputs
+    if pool > 1 and every_pixel:
+        x = _space_to_depth(x, shape, pool)
+    elif pool > 1:
+        x = layers.AveragePooling2D(pool)(x)
     for filters in FILTERS:
         x = layers.Conv2D(
             filters, 3, strides=2, padding="same", activation="relu", kernel_initializer=init()
@@ -105,6 +115,17 @@ def small_cnn(shape: tuple[int, int], heads: tuple[Head, ...], seed: int) -> ker
             features
         )
     return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def _space_to_depth(x: Any, shape: tuple[int, int], block: int) -> Any:
+    """``(B, H, W, 1)`` -> ``(B, H/block, W/block, block**2)`` with built-in Keras layers."""
+    import keras
+
+    height, width = shape[0] // block, shape[1] // block
+    x = keras.layers.Cropping2D(((0, shape[0] % block), (0, shape[1] % block)))(x)
+    x = keras.layers.Reshape((height, block, width, block))(x)
+    x = keras.layers.Permute((1, 3, 2, 4))(x)
+    return keras.layers.Reshape((height, width, block * block))(x)
 
 
 def train(
