@@ -152,6 +152,7 @@ def test_two_sample_test_is_at_chance_on_two_halves_of_the_same_data(slices):
     )
     # Every image scored once (4 folds of 6 + 6), each classifier trained on the other 3 folds.
     assert result.held_out == 48 and result.trained_on == 36 and result.folds == 4
+    assert sorted(result.real_index) == sorted(result.generated_index) == list(range(24))
     assert 0.25 <= result.accuracy <= 0.75
     assert result.ci_low <= 0.5 <= result.ci_high
 

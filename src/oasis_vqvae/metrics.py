@@ -434,6 +434,10 @@ class TwoSampleResult:
     generated_scores: tuple[float, ...]
     folds: int
     """Classifiers trained, one per fold."""
+    real_index: tuple[int, ...] = ()
+    """Index into the real images of each of ``real_scores``."""
+    generated_index: tuple[int, ...] = ()
+    """Index into the generated images of each of ``generated_scores``."""
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -520,6 +524,8 @@ def two_sample_test(
         accuracy=correct / (2 * sum(sizes)), ci_low=low, ci_high=high,
         held_out=2 * sum(sizes), trained_on=2 * (sum(sizes) - min(sizes)), steps=steps,
         real_scores=tuple(real_scores), generated_scores=tuple(generated_scores), folds=folds,
+        real_index=tuple(np.concatenate(real_parts).tolist()),
+        generated_index=tuple(np.concatenate(generated_parts).tolist()),
     )  # fmt: skip
 
 

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from oasis_vqvae import metrics as metrics_module
 from oasis_vqvae.errors import ConfigError, DataError, TrainingError
 from oasis_vqvae.stages import train_pixelcnn as train_pixelcnn_stage
 from oasis_vqvae.stages import train_vqvae as train_vqvae_stage
-from oasis_vqvae.stages.evaluate import FIGURES, evaluate
+from oasis_vqvae.stages.evaluate import FIGURES, evaluate, giveaways
 from oasis_vqvae.stages.extract_codes import extract_codes
 from oasis_vqvae.stages.generate import generate
 from oasis_vqvae.stages.train_pixelcnn import train_pixelcnn
@@ -197,7 +198,7 @@ def test_evaluate_report_has_every_section_and_is_self_contained(run_dir):
         "Condition fidelity",
     ):
         assert f"<h2>{heading}</h2>" in page, heading
-    assert page.count("data:image/png;base64,") == 14
+    assert page.count("data:image/png;base64,") == 15
     assert "<td>cdr</td><td>accuracy</td>" in page
     assert all(key in page for key in EVALUATE_KEYS)
     assert "Wilson interval" in page and "window, sigma 1.5, K1 0.01, K2 0.03" in page
@@ -342,6 +343,29 @@ def test_collapsed_vqvae_stops_with_advice(tiny_dataset, tmp_path, tiny_params, 
     assert not (tmp_path / "vqvae").exists()  # no model written
     history = pd.read_csv(checkpoint_dir(tmp_path / "vqvae") / "history.csv")
     assert len(history) == 2 and (history["val_reconstruction_loss"] >= 1.0).all()
+
+
+def test_giveaways_shows_the_images_the_c2st_scored_lowest_and_highest():
+    # Image i of either set is filled with i / 255: the figure's pixels name the images.
+    samples = np.repeat(np.arange(10, dtype=np.uint8), 4).reshape(10, 2, 2)
+    real = np.repeat(np.arange(6, dtype=np.uint8), 4).reshape(6, 2, 2)
+    c2st = metrics_module.TwoSampleResult(
+        accuracy=0.7,
+        ci_low=0.6,
+        ci_high=0.8,
+        held_out=12,
+        trained_on=8,
+        steps=10,
+        real_scores=(0.9, 0.1, 0.5, 0.3, 0.8, 0.7),
+        generated_scores=(0.2, 0.95, 0.4, 0.05, 0.6, 0.7),
+        folds=2,
+        real_index=(5, 4, 3, 2, 1, 0),
+        generated_index=(9, 7, 5, 3, 1, 0),
+    )
+    images, scores = giveaways(c2st, samples, real, count=2)
+    shown = np.rint(images[:, 0, 0] * 255).astype(int).tolist()
+    assert shown == [3, 9, 7, 0, 4, 2]  # least real samples, most real samples, least real slices
+    assert scores.tolist() == [0.05, 0.2, 0.95, 0.7, 0.1, 0.3]
 
 
 def test_dvc_declares_every_evaluation_figure(repo_root):

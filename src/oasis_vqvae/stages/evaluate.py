@@ -49,6 +49,7 @@ FIGURES = (
     "level_histogram.png",
     "samples_by_level.png",
     "samples_by_condition.png",
+    "c2st_giveaways.png",
 )
 """PNGs written to the evaluation directory (declared as DVC plots in dvc.yaml)."""
 REPORT = "report.html"
@@ -58,6 +59,8 @@ BY_LEVEL_SHOWN = 64
 """Samples in the figure of samples sorted by predicted level."""
 GRID_LEVELS = 6
 """Columns (slice-level bins) of the samples-by-condition grid."""
+GIVEAWAYS = 8
+"""Images per row of the C2ST figure: least and most real-looking samples, least real slices."""
 
 
 @dataclass
@@ -70,6 +73,8 @@ class Evaluation:
     reconstructed: np.ndarray
     ssim: np.ndarray
     samples: np.ndarray
+    held_out: np.ndarray
+    """Real held-out slices (validate + test), uint8, as the C2ST saw them."""
     train: np.ndarray
     nearest_test: np.ndarray
     nearest_train: np.ndarray
@@ -238,7 +243,7 @@ def run_evaluation(
         "samples": len(generated),
     }
     return Evaluation(
-        finite(values), test_float, reconstructed, ssim, generated, train,
+        finite(values), test_float, reconstructed, ssim, generated, held_out, train,
         nearest_test, nearest_train, train_index, usage_test, usage_samples, c2st,
         c2st_reconstructions, probe, labels,
     )  # fmt: skip
@@ -395,6 +400,45 @@ def write_figures(out: Path, result: Evaluation, cfg: EvaluateConfig) -> None:
         )  # fmt: skip
     write_level_figures(out, result, cfg)
     write_condition_grid(out / FIGURES[9], result)
+    write_giveaways(out / FIGURES[10], result.c2st, result.samples, result.held_out)
+
+
+def write_giveaways(
+    path: Path, c2st: metrics.TwoSampleResult, samples: np.ndarray, real: np.ndarray
+) -> None:
+    """Draw `giveaways`: what tells samples from real slices, as the C2ST saw it."""
+    images, scores = giveaways(c2st, samples, real, GIVEAWAYS)
+    plots.image_grid(
+        images, path,
+        "C2ST vs real held-out slices, P(real) of each image: the samples scored least real "
+        "(top), most real (middle), and the real slices scored least real (bottom)",
+        labels=[f"P(real) {score:.2f}" for score in scores], cols=len(images) // 3,
+    )  # fmt: skip
+
+
+def giveaways(
+    c2st: metrics.TwoSampleResult, samples: np.ndarray, real: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(3 * n, H, W)`` in [0, 1] and their P(real), ``n = min(count, scored)``.
+
+    The ``n`` samples the C2ST's classifiers scored least real, the ``n`` they scored most
+    real, then the ``n`` real slices they scored least real; each score comes from the
+    classifier that never saw the image.
+    """
+    generated_scores, real_scores = np.array(c2st.generated_scores), np.array(c2st.real_scores)
+    generated_index, real_index = np.array(c2st.generated_index), np.array(c2st.real_index)
+    count = min(count, len(generated_scores), len(real_scores))
+    by_score = np.argsort(generated_scores, kind="stable")
+    picked = [by_score[:count], by_score[::-1][:count]]
+    least_real = np.argsort(real_scores, kind="stable")[:count]
+    images = np.concatenate(
+        [metrics.as_float(samples[generated_index[order]]) for order in picked]
+        + [metrics.as_float(real[real_index[least_real]])]
+    )
+    scores = np.concatenate(
+        [generated_scores[order] for order in picked] + [real_scores[least_real]]
+    )
+    return images, scores
 
 
 def write_level_figures(out: Path, result: Evaluation, cfg: EvaluateConfig) -> None:
@@ -508,6 +552,11 @@ def two_sample_section(out: Path, result: Evaluation) -> str:
             "classifier still finds is the prior's doing."
         )
         + report.figure(out / FIGURES[6], "")
+        + report.paragraph(
+            "What gives the samples away: the images the classifiers against real slices found "
+            "least and most real (each scored by the classifier that did not train on it)."
+        )
+        + report.figure(out / FIGURES[10], "")
     )
 
 
