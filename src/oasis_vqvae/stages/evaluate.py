@@ -410,8 +410,8 @@ def write_giveaways(
     images, scores = giveaways(c2st, samples, real, GIVEAWAYS)
     plots.image_grid(
         images, path,
-        "C2ST vs real held-out slices, P(real) of each image: the samples scored least real "
-        "(top), most real (middle), and the real slices scored least real (bottom)",
+        "Two-sample test vs real held-out slices, P(real) of each image:\nsamples scored "
+        "least real (top), most real (middle); real slices scored least real (bottom)",
         labels=[f"P(real) {score:.2f}" for score in scores], cols=len(images) // 3,
     )  # fmt: skip
 
