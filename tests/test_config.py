@@ -59,6 +59,7 @@ def test_overrides_are_typed_from_yaml():
         ("data.synthetic.subjects=-3", "data.synthetic.subjects: input should be greater"),
         ("data.on_bad_file=ignore", "data.on_bad_file: input should be 'error' or 'skip'"),
         ("data.imagesize=64", "data.imagesize: unknown key"),
+        ("evaluate.c2st.held_out=0.5", "evaluate.c2st.held_out: no longer a key: use evaluate."),
         ("data.oasis1.slice_range=[90, 10]", "data.oasis1: slice_range start must be below stop"),
         ("vqvae.filters=[8, 8, 8, 8, 8]", "vqvae.filters: 5 down-samplings"),
         ("pixelcnn.kernel_size=4", "pixelcnn.kernel_size: must be odd"),

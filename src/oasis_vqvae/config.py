@@ -438,6 +438,12 @@ def validate_params(raw: dict[str, Any], origin: str = "params") -> Params:
         raise ConfigError(f"{origin}: {format_validation_error(err)}") from None
 
 
+REPLACED_KEYS = {
+    "evaluate.c2st.held_out": "evaluate.c2st.folds (the C2ST is cross-fitted: e.g. folds: 4)",
+}
+"""Keys earlier params files may still hold, and what took their place."""
+
+
 def format_validation_error(err: ValidationError) -> str:
     """Render pydantic errors as ``dotted.key: problem`` joined on one line."""
     problems = []
@@ -445,6 +451,8 @@ def format_validation_error(err: ValidationError) -> str:
         key = ".".join(str(part) for part in item["loc"])
         if item["type"] == "value_error":  # our own validators word the whole problem
             message = item["msg"].removeprefix("Value error, ")
+        elif item["type"] == "extra_forbidden" and key in REPLACED_KEYS:
+            message = f"no longer a key: use {REPLACED_KEYS[key]}"
         elif item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling against params.yaml)"
         else:
