@@ -63,6 +63,8 @@ def test_overrides_are_typed_from_yaml():
         ("data.oasis1.slice_range=[90, 10]", "data.oasis1: slice_range start must be below stop"),
         ("vqvae.filters=[8, 8, 8, 8, 8]", "vqvae.filters: 5 down-samplings"),
         ("pixelcnn.kernel_size=4", "pixelcnn.kernel_size: must be odd"),
+        ("pixelcnn.dilations=[]", "pixelcnn.dilations:"),
+        ("pixelcnn.dilations=[0]", "pixelcnn.dilations.0:"),
         ("generate.temperature=0", "generate.temperature: input should be greater than 0"),
         (
             "pixelcnn.conditions=[]",
@@ -79,6 +81,12 @@ def test_bad_values_name_the_key(override, message):
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_dilations_need_a_gated_prior():
+    overrides = ["pixelcnn.gated=false", "pixelcnn.dilations=[1, 2]"]
+    with pytest.raises(ConfigError, match=r"pixelcnn: dilations \[1, 2\] need gated: true"):
+        load_params(REPO / "params.yaml", overrides)
 
 
 def test_bad_override_syntax_and_files(tmp_path):

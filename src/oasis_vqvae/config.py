@@ -167,6 +167,9 @@ class PixelCNNConfig(Block):
     """> 0: the position bias also depends on the conditions, through this many low-rank
     spatial maps (where brain and background lie changes with the slice level). 0, or no
     conditions, or no position_bias: the bias is the same for every condition."""
+    dilations: Annotated[tuple[PosInt, ...], Field(min_length=1)] = (1,)
+    """Gated only: dilation of each gated layer's vertical stack after the first, cycled
+    over the layers; e.g. [1, 2, 4, 8] lets 8 layers see 33 code rows up instead of 11."""
     epochs: PosInt = 15
     batch_size: PosInt = 8
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-3
@@ -184,6 +187,12 @@ class PixelCNNConfig(Block):
         if value % 2 == 0:
             raise ValueError(f"must be odd, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _dilations_are_gated(self) -> Self:
+        if not self.gated and max(self.dilations) > 1:
+            raise ValueError(f"dilations {list(self.dilations)} need gated: true (or [1])")
+        return self
 
     @field_validator("conditions")
     @classmethod

@@ -151,12 +151,15 @@ def test_position_by_position_logits_equal_the_models(gated, continuous, maps):
 
 
 @pytest.mark.parametrize(
-    "gated, seed, temperature, guidance, maps",
-    [(False, 0, 1.0, 0.0, 0), (True, 1, 0.7, 0.0, 0), (False, 2, 1.3, 1.5, 0),
-     (True, 3, 2.0, 3.0, 0), (False, 4, 1.0, 0.0, 2), (True, 5, 1.0, 2.0, 2)],
+    "gated, seed, temperature, guidance, maps, dilations",
+    [(False, 0, 1.0, 0.0, 0, (1,)), (True, 1, 0.7, 0.0, 0, (1,)), (False, 2, 1.3, 1.5, 0, (1,)),
+     (True, 3, 2.0, 3.0, 0, (1,)), (False, 4, 1.0, 0.0, 2, (1,)), (True, 5, 1.0, 2.0, 2, (1,)),
+     (True, 6, 1.0, 0.5, 2, (2, 1))],
 )  # fmt: skip
-def test_fast_and_naive_samplers_return_identical_grids(gated, seed, temperature, guidance, maps):
-    model = _model(gated, grid=(6, 6), condition_maps=maps)
+def test_fast_and_naive_samplers_return_identical_grids(
+    gated, seed, temperature, guidance, maps, dilations
+):
+    model = _model(gated, grid=(6, 6), condition_maps=maps, dilations=dilations)
     if maps:
         _randomise_maps(model)
     conditions = np.concatenate([CONDITIONS, CONDITIONS[:1]])

@@ -15,7 +15,7 @@ from oasis_vqvae.models.pixelcnn import MaskedConv2D, OneHot
 K = 12
 
 # (gated, first kernel, residual blocks / gated layers, hidden layers, embedding size,
-#  position bias)
+#  position bias, vertical dilations)
 CONFIGS = [
     (False, 3, 0, 0, 0, False),
     (False, 5, 2, 1, 0, False),
@@ -25,14 +25,18 @@ CONFIGS = [
     (True, 7, 3, 2, 0, False),
     (False, 5, 2, 1, 4, True),
     (True, 5, 2, 1, 4, True),
+    (True, 3, 3, 1, 4, True, (1, 2, 4)),
+    (True, 5, 4, 1, 0, False, (3, 2)),
 ]
 
 
-def _model(grid, gated, kernel, blocks, hidden, embedding=0, position=False, sharpen=4.0):
+def _model(grid, gated, kernel, blocks, hidden, embedding=0, position=False, dilations=(1,),
+           sharpen=4.0):  # fmt: skip
     """A random PixelCNN whose logits are scaled up, so draws are far from uniform."""
     model = build_pixelcnn(
         grid, K, filters=16, residual_blocks=blocks, kernel_size=kernel,
         hidden_layers=hidden, gated=gated, embedding_dim=embedding, position_bias=position,
+        dilations=dilations,
     )  # fmt: skip
     for layer in model.layers:  # random position biases (they start at zero)
         if layer.name.startswith("position"):
@@ -64,6 +68,8 @@ def test_position_by_position_logits_equal_the_models(config, rng):
         ((8, 8), 9, 1.3, CONFIGS[3]),
         ((8, 8), 4, 1.0, CONFIGS[6]),
         ((8, 8), 8, 0.9, CONFIGS[7]),
+        ((16, 16), 6, 1.0, CONFIGS[8]),
+        ((8, 12), 7, 1.0, CONFIGS[9]),
     ],
 )
 def test_fast_and_naive_samplers_return_identical_grids(grid, seed, temperature, config):

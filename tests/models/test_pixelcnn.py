@@ -99,6 +99,25 @@ def test_gated_has_no_blind_spot():
             assert changes[i, j] <= TOL
 
 
+def test_dilated_vertical_stacks_stay_causal_and_reach_further_up():
+    # 3x3 first layer (1 row up) then two gated layers: undilated they reach 1 + 1 + 1 rows
+    # up; dilated by 2 and 4, 1 + 2 + 4. A code 7 rows up is seen only with dilation.
+    grid = (9, 6)
+    codes = np.random.default_rng(3).integers(0, K, size=grid).astype("int32")
+    raster = np.arange(grid[0] * grid[1]).reshape(grid)
+    reach = {}
+    for dilations in [(1,), (2, 4)]:
+        model = build_pixelcnn(grid, K, filters=16, residual_blocks=2, kernel_size=3,
+                               hidden_layers=1, gated=True, dilations=dilations)  # fmt: skip
+        positions = [(r, c) for r in range(grid[0]) for c in range(grid[1])]
+        changes = _logit_changes(model, codes, positions)
+        for (i, j), change in zip(positions, changes, strict=True):
+            assert change[raster <= raster[i, j]].max() <= TOL, f"{dilations}: {(i, j)} leaks"
+        reach[dilations] = changes[positions.index((1, 3)), 8, 3]
+    assert reach[(1,)] <= TOL
+    assert reach[(2, 4)] > 10 * TOL  # through two random gated layers: small, not round-off
+
+
 def test_gated_sees_every_earlier_position_in_its_window():
     model = _model(True, kernel_size=3, residual_blocks=3)
     codes = np.random.default_rng(2).integers(0, K, size=GRID).astype("int32")
@@ -170,9 +189,12 @@ def test_bfloat16_gradients_match_float32_and_stay_causal(gated):
     assert changes[raster <= raster[2, 3]].max() <= TOL
 
 
-@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
-def test_save_and_load_with_safe_mode(tmp_path, gated):
-    model = _model(gated, kernel_size=5)
+@pytest.mark.parametrize(
+    "gated, dilations", [(False, (1,)), (True, (1,)), (True, (1, 2))],
+    ids=["plain", "gated", "dilated"],
+)  # fmt: skip
+def test_save_and_load_with_safe_mode(tmp_path, gated, dilations):
+    model = _model(gated, kernel_size=5, dilations=dilations)
     path = tmp_path / "pixelcnn.keras"
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
@@ -186,7 +208,7 @@ def test_save_and_load_with_safe_mode(tmp_path, gated):
 @pytest.mark.parametrize(
     "kwargs",
     [dict(num_embeddings=1), dict(kernel_size=4), dict(kernel_size=1), dict(filters=1),
-     dict(residual_blocks=-1)],
+     dict(residual_blocks=-1), dict(dilations=(2,)), dict(gated=True, dilations=(0,))],
 )  # fmt: skip
 def test_invalid_arguments_raise(kwargs):
     with pytest.raises(ValueError):

@@ -11,8 +11,9 @@ per code (Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregre
 Models", do the same with per-layer caches).
 
 The gated variant's vertical stack at row ``r`` reads rows above only, so it is
-computed for the whole row when the row starts (a convolution over the row buffers);
-the horizontal stack then goes position by position.
+computed for the whole row when the row starts (a convolution over the row buffers, which
+keep ``dilation * (k // 2) + 1`` rows for a dilated layer); the horizontal stack then goes
+position by position.
 
 The walk is one XLA-compiled TensorFlow graph, no Python per code, on CPU or GPU.
 Memory is the row buffers, ``O(batch * width * filters)``, not the whole grid.
@@ -26,7 +27,7 @@ draws every code from ``(1 + w) * conditional - w * unconditional`` logits.
 
 Supported: the models `oasis_vqvae.models.pixelcnn.build_pixelcnn` builds, plain or
 gated, one-hot or embedded codes, with or without a position bias and conditions, any
-depth, width, codebook size or first kernel size. Anything else is refused with
+depth, width, codebook size, first kernel size or vertical dilations. Anything else is refused with
 `UnsupportedModelError` rather than sampled from a different distribution, and every
 sampler checks its logits against the model's own on a random grid first.
 """
@@ -406,6 +407,7 @@ class _GatedPlan:
         self.first_horizontal = _one_hot_taps(first.horizontal, 1, embedding)
         self.vertical = [_dense(g.vertical, g.kernel_size // 2 + 1) for g in gated[1:]]
         self.vertical_size = [g.kernel_size for g in gated[1:]]
+        self.dilations = [g.dilation for g in gated[1:]]
         self.horizontal = [_dense(g.horizontal) for g in gated[1:]]
         self.v_to_h = [_dense(g.vertical_to_horizontal) for g in gated]
         self.h_out = [_dense(g.horizontal_out) for g in gated]
@@ -427,7 +429,10 @@ class _GatedPlan:
     def initial_state(self, batch: int, width: int) -> State:
         """Vertical-stack row buffers, current-row horizontal buffers, per-row links."""
         f = self.filters
-        vertical = [_row_buffer(batch, k // 2 + 1, width, k // 2, f) for k in self.vertical_size]
+        vertical = [
+            _row_buffer(batch, d * (k // 2) + 1, width, d * (k // 2), f)
+            for k, d in zip(self.vertical_size, self.dilations, strict=True)
+        ]
         horizontal = [_row_buffer(batch, 1, width, k // 2, f) for k in self.vertical_size]
         links = [tf.zeros((batch, width, 2 * f)) for _ in self.v_to_h]
         return (*vertical, *horizontal, *links)
@@ -464,18 +469,20 @@ class _GatedPlan:
         )  # (W, taps) into the slab of the rows above
         v_pre = _plus(self.first_vertical(tf.gather(slab, index, axis=1)), v_terms[0])
         links = [self.v_to_h[0](v_pre)]
-        for i, (conv, k) in enumerate(zip(self.vertical, self.vertical_size, strict=True)):
+        layers = zip(self.vertical, self.vertical_size, self.dilations, strict=True)
+        for i, (conv, k, d) in enumerate(layers):
             v = _gate(v_pre)
             vertical[i] = _put(vertical[i], _add_position(v, position_v, row) if i == 0 else v,
-                               k // 2)  # fmt: skip
-            v_pre = _plus(tf.squeeze(self._row_conv(vertical[i], conv, k), 1), v_terms[i + 1])
+                               d * (k // 2))  # fmt: skip
+            v_pre = _plus(tf.squeeze(self._row_conv(vertical[i], conv, k, d), 1), v_terms[i + 1])
             links.append(self.v_to_h[i + 1](v_pre))
         return (*vertical, *horizontal, *links)
 
     @staticmethod
-    def _row_conv(buffer: tf.Tensor, conv: _Dense, k: int) -> tf.Tensor:
-        kernel = tf.reshape(conv.kernel, (buffer.shape[1], k, buffer.shape[-1], -1))
-        return tf.nn.conv2d(buffer, kernel, 1, "VALID") + conv.bias
+    def _row_conv(buffer: tf.Tensor, conv: _Dense, k: int, dilation: int) -> tf.Tensor:
+        """The kept kernel rows over the row buffer: one output row ``(B, 1, W, C)``."""
+        kernel = tf.reshape(conv.kernel, (k // 2 + 1, k, buffer.shape[-1], -1))
+        return tf.nn.convolution(buffer, kernel, padding="VALID", dilations=dilation) + conv.bias
 
     def position(self, state: State, padded: tf.Tensor, row: tf.Tensor, col: tf.Tensor, terms=()):
         """Logits ``(B, K)`` at ``(row, col)`` and the updated horizontal buffers."""
@@ -570,8 +577,15 @@ def _check_layer(layer: keras.layers.Layer) -> None:
         one_by_one = tuple(conv.kernel_size) == (1, 1)
         if not (isinstance(conv, MaskedConv2D) or one_by_one):
             raise UnsupportedModelError(f"layer {conv.name!r} is a spatial conv without a mask")
-        if tuple(conv.strides) != (1, 1) or tuple(conv.dilation_rate) != (1, 1) or conv.groups != 1:
-            raise UnsupportedModelError(f"layer {conv.name!r}: strides/dilation/groups must be 1")
+        # Only a gated block's vertical stack may be dilated, by its block's (type-B) dilation.
+        dilation = (1, 1)
+        if isinstance(layer, GatedPixelBlock) and conv is layer.vertical and layer.mask_type == "B":
+            dilation = (layer.dilation, layer.dilation)
+        settings = (tuple(conv.strides), tuple(conv.dilation_rate), conv.groups)
+        if settings != ((1, 1), dilation, 1):
+            raise UnsupportedModelError(
+                f"layer {conv.name!r}: strides/groups must be 1 and dilation {dilation[0]}"
+            )
 
 
 class FastSampler:

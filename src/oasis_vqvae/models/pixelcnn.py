@@ -18,7 +18,8 @@ Layer structure (names, which `oasis_vqvae.models.fast_sampling` relies on):
   ``res_{i}_out`` 1x1, ``res_{i}_add``) -> ``hidden_{i}`` 1x1 ReLU -> ``logits`` 1x1.
 - gated: input -> ``gated_0`` (type A, ``kernel_size``) [-> ``position_v``,
   ``position_h`` on its two stacks] -> ``gated_{i}``
-  (type B, 3x3, i = 1..residual_blocks) -> ``hidden_{i}`` -> ``logits``; each
+  (type B, 3x3, i = 1..residual_blocks; vertical stacks dilated by ``dilations``, cycled)
+  -> ``hidden_{i}`` -> ``logits``; each
   `GatedPixelBlock` maps ``[vertical, horizontal]`` stacks to new stacks.
 Every layer keeps the grid size (``padding="same"``, stride 1).
 
@@ -302,6 +303,12 @@ class GatedPixelBlock(layers.Layer):
     receptive field: no blind spot. ``mask_type="A"`` is the first layer (no
     residual: its input holds the current code); "B" layers add a residual.
 
+    ``dilation`` > 1 dilates the vertical convolution (rows and columns): the stack then
+    reads rows ``i - dilation`` and ``i`` and reaches ``dilation`` rows further up per layer
+    instead of one, so a few layers see across a 64x64 code grid (causal dilated
+    convolutions as in WaveNet, van den Oord et al. 2016). The horizontal stack stays
+    undilated: it fills in the current row's detail.
+
     ``conditional=True`` (section 2.3 of the paper): the inputs are ``[v, h, c]`` with ``c``
     ``(B, D)`` the condition embedding, and ``condition_v(c)``, ``condition_h(c)``
     (``(B, 2 * filters)``, one value per sample) are added to ``v_pre`` and ``h_pre``, so
@@ -314,18 +321,23 @@ class GatedPixelBlock(layers.Layer):
         kernel_size: int = 3,
         mask_type: str = "B",
         conditional: bool = False,
+        dilation: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if mask_type not in ("A", "B"):
             raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}.")
+        if dilation < 1:
+            raise ValueError(f"dilation must be >= 1, got {dilation}.")
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.mask_type = mask_type
+        self.dilation = int(dilation)
         k, f2, dtype = self.kernel_size, 2 * self.filters, self.dtype_policy
         self.vertical = MaskedConv2D(
-            f2, (k, k), mask_type=f"vertical_{mask_type}", dtype=dtype, name="vertical"
-        )
+            f2, (k, k), mask_type=f"vertical_{mask_type}", dilation_rate=self.dilation,
+            dtype=dtype, name="vertical",
+        )  # fmt: skip
         self.horizontal = MaskedConv2D(
             f2, (1, k), mask_type=mask_type, dtype=dtype, name="horizontal"
         )
@@ -385,6 +397,8 @@ class GatedPixelBlock(layers.Layer):
         }
         if self.conditional:  # absent from unconditional configs, as before conditions
             config["conditional"] = True
+        if self.dilation != 1:  # absent from undilated configs, as before dilation
+            config["dilation"] = self.dilation
         return config
 
 
@@ -428,6 +442,7 @@ def build_pixelcnn(
     condition_dim: int = 32,
     condition_dropout: float = 0.0,
     condition_maps: int = 0,
+    dilations: Sequence[int] = (1,),
     seed: int | None = None,
     name: str = "pixelcnn",
     dtype: str | None = None,
@@ -463,6 +478,8 @@ def build_pixelcnn(
         condition_maps: > 0: the position bias also depends on the conditions, through
             this many low-rank spatial maps (see `PositionBias`); needs ``position_bias``
             and ``conditions``.
+        dilations: Gated only: the vertical stacks' dilations of ``gated_1`` onwards,
+            cycled (e.g. ``(1, 2, 4, 8)``: 8 layers reach 3 + 30 rows up, not 3 + 8).
         seed: Seed of the condition dropout draws.
         dtype: The layers' Keras dtype policy, e.g. ``"mixed_bfloat16"`` (None: the global
             one); the embeddings and the logits compute in float32 under any policy.
@@ -484,6 +501,9 @@ def build_pixelcnn(
         raise ValueError("residual_blocks, hidden_layers and embedding_dim must be >= 0.")
     if condition_maps and not (position_bias and conditions):
         raise ValueError("condition_maps needs position_bias and at least one condition.")
+    dilations = [int(d) for d in dilations] or [1]
+    if min(dilations) < 1 or (not gated and max(dilations) > 1):
+        raise ValueError(f"dilations must be >= 1, and 1 for a plain PixelCNN: {dilations}.")
 
     inputs = keras.Input((height, width), dtype="int32", name="codes")
     condition = None
@@ -510,9 +530,10 @@ def build_pixelcnn(
             v = _position_bias(v, "position_v", dtype, condition_maps, condition)
             h = _position_bias(h, "position_h", dtype, condition_maps, condition)
         for i in range(1, residual_blocks + 1):
-            v, h = GatedPixelBlock(filters, 3, "B", dtype=dtype, name=f"gated_{i}", **gated_kwargs)(
-                [v, h, *extra]
-            )
+            dilation = dilations[(i - 1) % len(dilations)]
+            v, h = GatedPixelBlock(
+                filters, 3, "B", dtype=dtype, name=f"gated_{i}", dilation=dilation, **gated_kwargs
+            )([v, h, *extra])
         x = h
     else:
         # Type-A masked convolution, then type-B residual blocks.

@@ -242,6 +242,7 @@ def build_model(
         condition_dim=cfg.condition_dim,
         condition_dropout=cfg.condition_dropout,
         condition_maps=cfg.condition_maps if encodings and cfg.position_bias else 0,
+        dilations=cfg.dilations,
         seed=cfg.seed,
         dtype=policy,
     )
