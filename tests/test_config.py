@@ -180,6 +180,7 @@ def test_presets_are_the_seed_and_the_recommended_set_up():
     # A 64x64 code grid (the sulci survive), its layout held by the slice-level condition maps.
     assert best.data.image_size >> len(best.vqvae.filters) == 64
     assert best.pixelcnn.condition_maps > 0
+    assert max(best.pixelcnn.dilations) > 1  # the prior sees across the 64x64 grid
     assert best.vqvae.num_embeddings == 256
     assert best.pixelcnn.gated and best.pixelcnn.position_bias and best.pixelcnn.embedding_dim
     assert best.pixelcnn.conditions == ("slice_level",)  # PNG slices know their level only

@@ -167,7 +167,7 @@ class PixelCNNConfig(Block):
     """> 0: the position bias also depends on the conditions, through this many low-rank
     spatial maps (where brain and background lie changes with the slice level). 0, or no
     conditions, or no position_bias: the bias is the same for every condition."""
-    dilations: Annotated[tuple[PosInt, ...], Field(min_length=1)] = (1,)
+    dilations: Annotated[tuple[PosInt, ...], Field(min_length=1)] = (1, 2, 4, 8)
     """Gated only: dilation of each gated layer's vertical stack after the first, cycled
     over the layers; e.g. [1, 2, 4, 8] lets 8 layers see 33 code rows up instead of 11."""
     epochs: PosInt = 15
