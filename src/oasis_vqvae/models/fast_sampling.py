@@ -27,9 +27,9 @@ draws every code from ``(1 + w) * conditional - w * unconditional`` logits.
 
 Supported: the models `oasis_vqvae.models.pixelcnn.build_pixelcnn` builds, plain or
 gated, one-hot or embedded codes, with or without a position bias and conditions, any
-depth, width, codebook size, first kernel size or vertical dilations. Anything else is refused with
-`UnsupportedModelError` rather than sampled from a different distribution, and every
-sampler checks its logits against the model's own on a random grid first.
+depth, width, codebook size, first kernel size or vertical dilations. Anything else is
+refused with `UnsupportedModelError` rather than sampled from a different distribution,
+and every sampler checks its logits against the model's own on a random grid first.
 """
 
 from __future__ import annotations
