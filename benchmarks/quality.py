@@ -16,8 +16,9 @@ total, against ``--budget-minutes`` of wall time (default 60), saying when it we
 Then, read from the evaluate stage's ``metrics.json`` (not recomputed): test SSIM, both
 classifier two-sample tests with their 95% intervals (samples vs real held-out slices, and vs
 the VQ-VAE's reconstructions of them), precision / recall / density / coverage, the
-total-variation distance of the predicted slice levels, each beside the issue's target, and
-where ``samples_by_level.png`` and ``report.html`` are. The last line is
+total-variation distance of the predicted slice levels, each beside the issue's target, the
+share of broken samples (head outlines no real slice has) and where ``broken_samples.png``,
+``samples_by_level.png`` and ``report.html`` are. The last line is
 ``quality_<size>: c2st=<accuracy> recall=<recall>``.
 
 The defaults are the scale the comparison is meant for and need a GPU-class machine to fit
@@ -248,7 +249,15 @@ def summary(metrics: dict[str, Any], evaluation: Path) -> list[str]:
             )
     else:
         lines.append("level TV distance       not measured (see report.html)")
+    if "broken_share" in metrics:  # evaluations before the outline check have none
+        share, in_montage = metrics["broken_share"], 64 * metrics["broken_share"]
+        lines.append(
+            f"broken samples          {_interval(metrics, 'broken_share')}  (real held-out "
+            f"{metrics['broken_share_real']:.3f}; {in_montage:.1f} expected in a 64-sample "
+            f"montage, all whole with probability {(1 - share) ** 64:.2f}; target: none)"
+        )
     lines += [
+        f"broken samples figure   {evaluation / 'broken_samples.png'}",
         f"samples by level        {evaluation / 'samples_by_level.png'}",
         f"report                  {evaluation / 'report.html'}",
     ]

@@ -299,6 +299,9 @@ class EvaluateConfig(Block):
     """Bootstrap resamples of every interval that is not a Wilson interval."""
     level_bins: Annotated[int, Field(ge=2)] = 10
     """Equal bins of [0, 1] for the slice-level histograms and their total variation."""
+    outline_tolerance: Annotated[float, Field(ge=0.0, le=0.5)] = 0.03
+    """How far (a share) a head-outline feature may lie outside the range of the real
+    training slices before the image counts as broken (:mod:`oasis_vqvae.outlines`)."""
     seed: int = 0
     """Seeds the bootstraps and the shuffled conditions."""
     c2st: TwoSampleTestConfig = TwoSampleTestConfig()

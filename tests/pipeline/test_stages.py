@@ -143,7 +143,8 @@ EVALUATE_KEYS = (
     "c2st_reconstructions_accuracy", "c2st_reconstructions_ci_low",
     "c2st_reconstructions_ci_high", "held_out_slices",
     *(f"{name}{end}" for name in ("precision", "recall", "density", "coverage",
-                                  "level_tv_distance", "slice_level_mae_real")
+                                  "level_tv_distance", "slice_level_mae_real",
+                                  "broken_share", "broken_share_real")
       for end in ("", "_ci_low", "_ci_high")),
 )  # fmt: skip
 """The keys the issues name, so runs stay comparable (plus the slice and sample counts)."""
@@ -167,6 +168,7 @@ def test_evaluate_metrics(run_dir, tiny_dataset):
     assert 0.0 <= metrics["copies_share"] <= 1.0
     for key in (
         "c2st", "c2st_reconstructions", "precision", "recall", "coverage", "level_tv_distance",
+        "broken_share", "broken_share_real",
     ):  # fmt: skip
         value = metrics.get(f"{key}_accuracy", metrics.get(key))
         assert metrics[f"{key}_ci_low"] <= value <= metrics[f"{key}_ci_high"], key
@@ -194,11 +196,12 @@ def test_evaluate_report_has_every_section_and_is_self_contained(run_dir):
         "Code usage: real vs generated",
         "Two-sample tests",
         "Coverage of the real distribution",
+        "Broken heads",
         "Slice-level distribution",
         "Condition fidelity",
     ):
         assert f"<h2>{heading}</h2>" in page, heading
-    assert page.count("data:image/png;base64,") == 15
+    assert page.count("data:image/png;base64,") == 16
     assert "<td>cdr</td><td>accuracy</td>" in page
     assert all(key in page for key in EVALUATE_KEYS)
     assert "Wilson interval" in page and "window, sigma 1.5, K1 0.01, K2 0.03" in page

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from oasis_vqvae import fidelity, metrics, plots, probes, report, tracking
+from oasis_vqvae import fidelity, metrics, outlines, plots, probes, report, tracking
 from oasis_vqvae.config import EvaluateConfig, Params
 from oasis_vqvae.data.conditions import SLICE_LEVEL, condition_specs, load_conditions
 from oasis_vqvae.data.shards import load_images, read_manifest
@@ -50,6 +50,7 @@ FIGURES = (
     "samples_by_level.png",
     "samples_by_condition.png",
     "c2st_giveaways.png",
+    "broken_samples.png",
 )
 """PNGs written to the evaluation directory (declared as DVC plots in dvc.yaml)."""
 REPORT = "report.html"
@@ -61,6 +62,8 @@ GRID_LEVELS = 6
 """Columns (slice-level bins) of the samples-by-condition grid."""
 GIVEAWAYS = 8
 """Images per row of the C2ST figure: least and most real-looking samples, least real slices."""
+WORST_OUTLINES = 16
+"""Samples in the figure of the least real head outlines."""
 
 
 @dataclass
@@ -86,6 +89,9 @@ class Evaluation:
     probe: fidelity.ProbeReport
     labels: pd.DataFrame | None
     """The samples' requested conditions (None: the samples have no labels.csv)."""
+    outline_bands: outlines.OutlineBands
+    sample_outlines: np.ndarray
+    """:data:`oasis_vqvae.outlines.FEATURES` of each sample."""
 
 
 def evaluate(
@@ -226,6 +232,13 @@ def run_evaluation(
     probe = probe_report(
         data, train, held_out, held_reconstructed_uint8, len(validate), generated, labels, cfg
     )
+    log.info("evaluate: head outlines of real and generated slices (broken samples)")
+    bands = outlines.OutlineBands.fit(outlines.outline_features(train), cfg.outline_tolerance)
+    sample_outlines = outlines.outline_features(generated)
+    broken = outlines.broken_values(
+        bands, outlines.outline_features(held_out), np.array(c2st_options["real_groups"]),
+        sample_outlines, resamples=cfg.bootstrap, seed=cfg.seed,
+    )  # fmt: skip
     log.info("evaluate: pairwise MS-SSIM diversity of %d images a set", cfg.diversity_images)
     diversity = diversity_metrics(generated, test, cfg.diversity_images)
     values = {
@@ -238,6 +251,7 @@ def run_evaluation(
         **two_sample_metrics("c2st", c2st),
         **two_sample_metrics("c2st_reconstructions", c2st_reconstructions),
         **probe.values,
+        **broken,
         "test_slices": len(test),
         "held_out_slices": len(held_out),
         "samples": len(generated),
@@ -245,7 +259,7 @@ def run_evaluation(
     return Evaluation(
         finite(values), test_float, reconstructed, ssim, generated, held_out, train,
         nearest_test, nearest_train, train_index, usage_test, usage_samples, c2st,
-        c2st_reconstructions, probe, labels,
+        c2st_reconstructions, probe, labels, bands, sample_outlines,
     )  # fmt: skip
 
 
@@ -401,6 +415,7 @@ def write_figures(out: Path, result: Evaluation, cfg: EvaluateConfig) -> None:
     write_level_figures(out, result, cfg)
     write_condition_grid(out / FIGURES[9], result)
     write_giveaways(out / FIGURES[10], result.c2st, result.samples, result.held_out)
+    write_worst_outlines(out / FIGURES[11], result)
 
 
 def write_giveaways(
@@ -439,6 +454,18 @@ def giveaways(
         [generated_scores[order] for order in picked] + [real_scores[least_real]]
     )
     return images, scores
+
+
+def write_worst_outlines(path: Path, result: Evaluation) -> None:
+    """The samples whose head outlines lie farthest outside (or nearest to) the real bands."""
+    bands, features = result.outline_bands, result.sample_outlines
+    worst = np.argsort(-bands.excess(features).max(axis=1), kind="stable")[:WORST_OUTLINES]
+    reasons = bands.reasons(features[worst])
+    plots.image_grid(
+        result.samples[worst], path,
+        "Samples with the least real head outlines (broken: outside the real slices' bands)",
+        labels=[f"broken: {reason}" if reason else "whole" for reason in reasons],
+    )  # fmt: skip
 
 
 def write_level_figures(out: Path, result: Evaluation, cfg: EvaluateConfig) -> None:
@@ -535,6 +562,7 @@ def write_report(
         ("Code usage: real vs generated", figure(out / FIGURES[4], code_note(values))),
         ("Two-sample tests", two_sample_section(out, result)),
         ("Coverage of the real distribution", report.paragraph(coverage_note(values, cfg))),
+        ("Broken heads", figure(out / FIGURES[11], broken_note(values, cfg))),
         ("Slice-level distribution", level_section(out, result, cfg)),
         ("Condition fidelity", fidelity_section(out, result)),
     ]
@@ -574,6 +602,26 @@ def coverage_note(values: dict, cfg: EvaluateConfig) -> str:
         "held-out slices reached by samples: diversity; a dropped level or anatomy lowers them). "
         "95% bootstrap intervals: samples resampled for precision and density, real subjects "
         "for recall and coverage."
+    )
+
+
+def broken_note(values: dict, cfg: EvaluateConfig) -> str:
+    """The broken shares in words, and what they mean for a montage."""
+
+    def show(key: str) -> str:
+        low, high = values[key + "_ci_low"], values[key + "_ci_high"]
+        return f"{100 * values[key]:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
+
+    whole = (1.0 - values["broken_share"]) ** BY_LEVEL_SHOWN
+    return (
+        f"Broken samples: {show('broken_share')} (Wilson interval); real held-out slices: "
+        f"{show('broken_share_real')} (bootstrap over subjects; the check's false alarms). "
+        "An image is broken when its head (pixels above "
+        f"{outlines.FOREGROUND:g}, holes filled) has a share outside the range of every real "
+        f"training slice, widened by {cfg.outline_tolerance:g}: the largest piece's share "
+        "(fragments), the overlap with its moment-matched ellipse (squared-off, dented or "
+        "bulging heads), the frame edge it touches (spills) or its area (oversized heads). "
+        f"At this rate, {BY_LEVEL_SHOWN} samples are all whole with probability {whole:.2f}."
     )
 
 
