@@ -483,9 +483,14 @@ def write_level_figures(out: Path, result: Evaluation, cfg: EvaluateConfig) -> N
     )  # fmt: skip
     order = np.argsort(probe.sample_levels, kind="stable")
     shown = order[np.linspace(0, len(order) - 1, min(BY_LEVEL_SHOWN, len(order))).astype(int)]
+    broken = result.outline_bands.broken(result.sample_outlines[shown])
     plots.image_grid(
-        result.samples[shown], out / FIGURES[8], "Samples sorted by predicted slice level",
-        labels=[f"{probe.sample_levels[i]:.2f}" for i in shown],
+        result.samples[shown], out / FIGURES[8],
+        "Samples sorted by predicted slice level (broken: the outline check rejects the head)",
+        labels=[
+            f"{probe.sample_levels[i]:.2f}" + (" broken" if bad else "")
+            for i, bad in zip(shown, broken, strict=True)
+        ],
     )  # fmt: skip
 
 
