@@ -69,10 +69,10 @@ def _broken_variants(slice_: np.ndarray) -> dict[str, np.ndarray]:
     spill[SIZE // 2 - 20 : SIZE // 2 + 20, cols.max() :] = 150  # a blotch out to the frame's edge
     assert head[0, 0] == 1.0
     return {
-        "ellipse_overlap": squared,
-        "largest_share": fragment,
-        "border_share": spill,
-        "area_share": np.zeros_like(slice_),  # no head at all
+        "shape": squared,
+        "fragments": fragment,
+        "spill": spill,
+        "size": np.zeros_like(slice_),  # no head at all
     }
 
 

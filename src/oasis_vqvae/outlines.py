@@ -31,6 +31,8 @@ from oasis_vqvae.errors import DataError
 FOREGROUND = 0.1
 """Intensity in [0, 1] above which a pixel belongs to the head (OASIS backgrounds are black)."""
 FEATURES = ("largest_share", "ellipse_overlap", "border_share", "area_share")
+FLAWS = ("fragments", "shape", "spill", "size")
+"""What a feature outside its band means, in the order of :data:`FEATURES` (figure labels)."""
 ELLIPSE_RADIUS_SQUARED = 4.0
 """A uniform ellipse with covariance C is {x: (x - m)' C^-1 (x - m) <= 4}."""
 
@@ -94,11 +96,10 @@ class OutlineBands:
         return (self.excess(features) > 0).any(axis=1)
 
     def reasons(self, features: np.ndarray) -> list[str]:
-        """Per image, the features outside their bands (``""`` when whole), for labels."""
+        """Per image, its :data:`FLAWS` (``""`` when whole), for figure labels."""
         outside = self.excess(features) > 0
         return [
-            ", ".join(name for name, out in zip(FEATURES, row, strict=True) if out)
-            for row in outside
+            ", ".join(flaw for flaw, out in zip(FLAWS, row, strict=True) if out) for row in outside
         ]
 
 
