@@ -3,12 +3,13 @@
 Reconstruction (how well the VQ-VAE compresses the test split), latent (does the prior use
 the codebook as the real slices do), samples (realism, memorisation, diversity), two
 classifier two-sample tests (samples vs real held-out slices, and vs their reconstructions),
-and what a probe trained on real training slices reads in the samples (coverage of the real
-distribution, slice-level distribution, fidelity to the requested conditions), in
-``metrics.json``, figures and one self-contained report. Every value is a function of the
-inputs and params only (fixed training steps, seeded everything, deterministic ops).
-The metric functions live in :mod:`oasis_vqvae.metrics`, :mod:`oasis_vqvae.probes` and
-:mod:`oasis_vqvae.fidelity`; this module only wires them.
+what a probe trained on real training slices reads in the samples (coverage of the real
+distribution, slice-level distribution, fidelity to the requested conditions) and how many
+samples show a broken head, in ``metrics.json``, figures and one self-contained report.
+Every value is a function of the inputs and params only (fixed training steps, seeded
+everything, deterministic ops).
+The metric functions live in :mod:`oasis_vqvae.metrics`, :mod:`oasis_vqvae.probes`,
+:mod:`oasis_vqvae.fidelity` and :mod:`oasis_vqvae.outlines`; this module only wires them.
 """
 
 from __future__ import annotations
@@ -622,8 +623,8 @@ def broken_note(values: dict, cfg: EvaluateConfig) -> str:
         f"Broken samples: {show('broken_share')} (Wilson interval); real held-out slices: "
         f"{show('broken_share_real')} (bootstrap over subjects; the check's false alarms). "
         "An image is broken when its head (pixels above "
-        f"{outlines.FOREGROUND:g}, holes filled) has a share outside the range of every real "
-        f"training slice, widened by {cfg.outline_tolerance:g}: the largest piece's share "
+        f"{outlines.FOREGROUND:g}, holes filled) has a share outside the range the real "
+        f"training slices span, widened by {cfg.outline_tolerance:g}: the largest piece's share "
         "(fragments), the overlap with its moment-matched ellipse (squared-off, dented or "
         "bulging heads), the frame edge it touches (spills) or its area (oversized heads). "
         f"At this rate, {BY_LEVEL_SHOWN} samples are all whole with probability {whole:.2f}."
