@@ -38,8 +38,11 @@ ELLIPSE_RADIUS_SQUARED = 4.0
 
 
 def outline_features(images: np.ndarray) -> np.ndarray:
-    """The :data:`FEATURES` of each image ``(N, H, W)`` (uint8 or [0, 1]), ``(N, 4)``."""
-    return np.array([_features(image) for image in metrics.as_float(images)], np.float64)
+    """The :data:`FEATURES` of each image ``(N, H, W)`` (uint8 or [0, 1]), ``(N, 4)``.
+
+    One image at a time: a large uint8 training split is never copied whole as floats.
+    """
+    return np.array([_features(metrics.as_float(image)) for image in images], np.float64)
 
 
 def _features(image: np.ndarray) -> tuple[float, float, float, float]:

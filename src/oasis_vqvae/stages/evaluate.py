@@ -219,9 +219,10 @@ def run_evaluation(
         "batch_size": cfg.c2st.batch_size, "seed": cfg.c2st.seed, "min_images": cfg.min_images,
     }  # fmt: skip
     # The classifier is tested on subjects it was not trained on (see two_sample_test).
-    c2st_options["real_groups"] = load_conditions(data, "validate")["subject"].tolist() + (
+    held_subjects = load_conditions(data, "validate")["subject"].tolist() + (
         load_conditions(data, "test")["subject"].tolist()
     )
+    c2st_options["real_groups"] = held_subjects
     log.info("evaluate: classifier two-sample tests (%d steps each)", cfg.c2st.steps)
     c2st = metrics.two_sample_test(held_out, generated, **c2st_options)
     # Reconstructions stored as the samples are (8-bit), so the tests see no rounding artefact.
@@ -237,7 +238,7 @@ def run_evaluation(
     bands = outlines.OutlineBands.fit(outlines.outline_features(train), cfg.outline_tolerance)
     sample_outlines = outlines.outline_features(generated)
     broken = outlines.broken_values(
-        bands, outlines.outline_features(held_out), np.array(c2st_options["real_groups"]),
+        bands, outlines.outline_features(held_out), np.array(held_subjects),
         sample_outlines, resamples=cfg.bootstrap, seed=cfg.seed,
     )  # fmt: skip
     log.info("evaluate: pairwise MS-SSIM diversity of %d images a set", cfg.diversity_images)
