@@ -233,6 +233,9 @@ def summary(metrics: dict[str, Any], evaluation: Path) -> list[str]:
         "C2ST vs reconstructions "
         f"{_interval(metrics, 'c2st_reconstructions_accuracy', 'c2st_reconstructions')}  "
         "(the prior alone: the autoencoder's blur on both sides)",
+        "C2ST real vs own recon. "
+        f"{_interval(metrics, 'c2st_autoencoder_accuracy', 'c2st_autoencoder')}  "
+        "(the autoencoder alone: the lowest C2ST vs real any prior can reach)",
     ]
     for key in ("precision", "recall", "density", "coverage"):
         target = f"  ({_target(metrics, key)})" if key in TARGETS else ""

@@ -143,6 +143,7 @@ def test_quality_summary_reads_the_evaluate_metrics(tmp_path):
     values = {
         **two_sample_metrics("c2st", c2st(0.7)),
         **two_sample_metrics("c2st_reconstructions", c2st(0.6)),
+        **two_sample_metrics("c2st_autoencoder", c2st(0.55)),
         **fidelity.coverage_values(real, np.arange(60) // 6, fake, k=5, resamples=20, seed=0),
         **metrics.Estimate(0.1, 0.05, 0.15).as_metrics("level_tv_distance"),
         **metrics.Estimate(0.0625, 0.05, 0.08).as_metrics("broken_share"),
@@ -158,6 +159,7 @@ def test_quality_summary_reads_the_evaluate_metrics(tmp_path):
     assert "C2ST vs real held-out   0.700 [0.650, 0.750]" in text
     assert "target <= 0.65: missed" in text  # the C2ST's
     assert "C2ST vs reconstructions 0.600 [0.550, 0.650]" in text
+    assert "C2ST real vs own recon. 0.550 [0.500, 0.600]" in text
     recall = (values["recall"], values["recall_ci_low"], values["recall_ci_high"])
     assert "recall                  {:.3f} [{:.3f}, {:.3f}]".format(*recall) in text
     assert "level TV distance       0.100 [0.050, 0.150]  (target <= 0.15: met)" in text

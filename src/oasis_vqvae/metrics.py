@@ -467,6 +467,7 @@ def two_sample_test(
     generated: np.ndarray,
     *,
     real_groups: Sequence[Any] | np.ndarray | None = None,
+    paired: bool = False,
     folds: int = 4,
     steps: int = 200,
     batch_size: int = 32,
@@ -490,17 +491,28 @@ def two_sample_test(
     its accuracy swings with its seed (demo samples: 0.59 to 0.73 over six seeds); ``folds``
     classifiers trained on ``(folds - 1) / folds`` of the images are stronger and their
     mistakes average out. The interval covers the choice of scored images, not the
-    classifiers' seeds. Raises DataError if a set has fewer than ``min_images`` images or
-    there are fewer real groups than folds.
+    classifiers' seeds.
+
+    ``paired``: ``generated[i]`` is made from ``real[i]`` (e.g. its reconstruction), so every
+    part holds the same indices on both sides: no classifier trains on the twin of an image it
+    scores, nor on its subject. Raises DataError if a set has fewer than ``min_images`` images
+    or there are fewer real groups than folds.
     """
     from oasis_vqvae import probes
 
     require_images("two-sample test", max(2, min_images), real=len(real), generated=len(generated))
+    if paired and len(real) != len(generated):
+        raise ValueError(
+            f"paired sets differ in size: {len(real)} real, {len(generated)} generated"
+        )
     rng = np.random.default_rng(seed)
     real_parts = _folds_by_group(real_groups, len(real), len(generated), folds, rng)
     sizes = [len(part) for part in real_parts]
-    chosen = rng.permutation(len(generated))[: sum(sizes)]
-    generated_parts = np.split(chosen, np.cumsum(sizes)[:-1])
+    if paired:
+        generated_parts = [part.copy() for part in real_parts]
+    else:
+        chosen = rng.permutation(len(generated))[: sum(sizes)]
+        generated_parts = np.split(chosen, np.cumsum(sizes)[:-1])
     real, generated = as_float(real), as_float(generated)
     heads = (probes.Head("real", "binary"),)
     real_scores, generated_scores = [], []

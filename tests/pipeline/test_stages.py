@@ -142,6 +142,7 @@ EVALUATE_KEYS = (
     "c2st_accuracy", "c2st_ci_low", "c2st_ci_high", "test_slices", "samples",
     "c2st_reconstructions_accuracy", "c2st_reconstructions_ci_low",
     "c2st_reconstructions_ci_high", "held_out_slices",
+    "c2st_autoencoder_accuracy", "c2st_autoencoder_ci_low", "c2st_autoencoder_ci_high",
     *(f"{name}{end}" for name in ("precision", "recall", "density", "coverage",
                                   "level_tv_distance", "slice_level_mae_real",
                                   "broken_share", "broken_share_real")
@@ -167,8 +168,8 @@ def test_evaluate_metrics(run_dir, tiny_dataset):
     assert -1.0 <= metrics["nearest_train_ssim_mean"] <= 1.0
     assert 0.0 <= metrics["copies_share"] <= 1.0
     for key in (
-        "c2st", "c2st_reconstructions", "precision", "recall", "coverage", "level_tv_distance",
-        "broken_share", "broken_share_real",
+        "c2st", "c2st_reconstructions", "c2st_autoencoder", "precision", "recall", "coverage",
+        "level_tv_distance", "broken_share", "broken_share_real",
     ):  # fmt: skip
         value = metrics.get(f"{key}_accuracy", metrics.get(key))
         assert metrics[f"{key}_ci_low"] <= value <= metrics[f"{key}_ci_high"], key
@@ -201,7 +202,8 @@ def test_evaluate_report_has_every_section_and_is_self_contained(run_dir):
         "Condition fidelity",
     ):
         assert f"<h2>{heading}</h2>" in page, heading
-    assert page.count("data:image/png;base64,") == 16
+    assert page.count("data:image/png;base64,") == 17
+    assert "Real held-out slices vs their reconstructions" in page
     assert "<td>cdr</td><td>accuracy</td>" in page
     assert all(key in page for key in EVALUATE_KEYS)
     assert "Wilson interval" in page and "window, sigma 1.5, K1 0.01, K2 0.03" in page

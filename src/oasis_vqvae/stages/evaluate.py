@@ -2,7 +2,8 @@
 
 Reconstruction (how well the VQ-VAE compresses the test split), latent (does the prior use
 the codebook as the real slices do), samples (realism, memorisation, diversity), two
-classifier two-sample tests (samples vs real held-out slices, and vs their reconstructions),
+classifier two-sample tests (samples vs real held-out slices and vs their reconstructions;
+real slices vs their reconstructions: the floor this VQ-VAE leaves the first test),
 what a probe trained on real training slices reads in the samples (coverage of the real
 distribution, slice-level distribution, fidelity to the requested conditions) and how many
 samples show a broken head, in ``metrics.json``, figures and one self-contained report.
@@ -52,6 +53,7 @@ FIGURES = (
     "samples_by_condition.png",
     "c2st_giveaways.png",
     "broken_samples.png",
+    "c2st_autoencoder_scores.png",
 )
 """PNGs written to the evaluation directory (declared as DVC plots in dvc.yaml)."""
 REPORT = "report.html"
@@ -87,6 +89,8 @@ class Evaluation:
     usage_samples: np.ndarray
     c2st: metrics.TwoSampleResult
     c2st_reconstructions: metrics.TwoSampleResult
+    c2st_autoencoder: metrics.TwoSampleResult
+    """Real held-out slices vs their own reconstructions: the lowest ``c2st`` a prior can reach."""
     probe: fidelity.ProbeReport
     labels: pd.DataFrame | None
     """The samples' requested conditions (None: the samples have no labels.csv)."""
@@ -131,10 +135,11 @@ def evaluate(
         run.log_artifacts(*(out / name for name in FIGURES), out / REPORT)
         run.finish_pipeline(result.values)
     log.info(
-        "evaluate: test SSIM %.3f, C2ST accuracy %.2f (vs reconstructions %.2f), recall %.2f, "
-        "coverage %.2f -> %s",
+        "evaluate: test SSIM %.3f, C2ST accuracy %.2f (vs reconstructions %.2f; real vs "
+        "reconstructions %.2f), recall %.2f, coverage %.2f -> %s",
         result.values["ssim_mean"], result.values["c2st_accuracy"],
-        result.values["c2st_reconstructions_accuracy"], result.values["recall"],
+        result.values["c2st_reconstructions_accuracy"],
+        result.values["c2st_autoencoder_accuracy"], result.values["recall"],
         result.values["coverage"], out,
     )  # fmt: skip
     return out
@@ -230,6 +235,9 @@ def run_evaluation(
     c2st_reconstructions = metrics.two_sample_test(
         held_reconstructed_uint8, generated, **c2st_options
     )
+    c2st_autoencoder = metrics.two_sample_test(
+        held_out, held_reconstructed_uint8, paired=True, **c2st_options
+    )
     log.info("evaluate: condition probe (%d steps), coverage, levels, fidelity", cfg.probe.steps)
     probe = probe_report(
         data, train, held_out, held_reconstructed_uint8, len(validate), generated, labels, cfg
@@ -252,6 +260,7 @@ def run_evaluation(
         **diversity,
         **two_sample_metrics("c2st", c2st),
         **two_sample_metrics("c2st_reconstructions", c2st_reconstructions),
+        **two_sample_metrics("c2st_autoencoder", c2st_autoencoder),
         **probe.values,
         **broken,
         "test_slices": len(test),
@@ -261,7 +270,7 @@ def run_evaluation(
     return Evaluation(
         finite(values), test_float, reconstructed, ssim, generated, held_out, train,
         nearest_test, nearest_train, train_index, usage_test, usage_samples, c2st,
-        c2st_reconstructions, probe, labels, bands, sample_outlines,
+        c2st_reconstructions, c2st_autoencoder, probe, labels, bands, sample_outlines,
     )  # fmt: skip
 
 
@@ -405,13 +414,15 @@ def write_figures(out: Path, result: Evaluation, cfg: EvaluateConfig) -> None:
         {"test slices": result.usage_test, "generated": result.usage_samples},
         out / FIGURES[4], "Codebook usage: real test slices vs generated samples",
     )  # fmt: skip
-    for test, name, real in (
-        (result.c2st, FIGURES[5], "real held-out slices"),
-        (result.c2st_reconstructions, FIGURES[6], "reconstructions of real held-out slices"),
-    ):
+    for test, name, real, generated in (
+        (result.c2st, FIGURES[5], "real held-out slices", "samples"),
+        (result.c2st_reconstructions, FIGURES[6], "reconstructions of real held-out slices",
+         "samples"),
+        (result.c2st_autoencoder, FIGURES[12], "real held-out slices", "their reconstructions"),
+    ):  # fmt: skip
         plots.histograms(
-            {real: np.array(test.real_scores), "samples": np.array(test.generated_scores)},
-            out / name, f"Two-sample test vs {real}: P(real) on held-out images",
+            {real: np.array(test.real_scores), generated: np.array(test.generated_scores)},
+            out / name, f"Two-sample test, {generated} vs {real}: P(real) on held-out images",
             "P(real)", bins=np.linspace(0, 1, 21), marker=(0.5, "decision threshold"),
         )  # fmt: skip
     write_level_figures(out, result, cfg)
@@ -577,7 +588,7 @@ def write_report(
 
 
 def two_sample_section(out: Path, result: Evaluation) -> str:
-    """Both C2STs in words, each with its score histogram."""
+    """The three C2STs in words, each with its score histogram."""
     return (
         report.paragraph(c2st_note(result.c2st, "real held-out slices (validate + test)"))
         + report.figure(out / FIGURES[5], "")
@@ -587,6 +598,14 @@ def two_sample_section(out: Path, result: Evaluation) -> str:
             "classifier still finds is the prior's doing."
         )
         + report.figure(out / FIGURES[6], "")
+        + report.paragraph(
+            c2st_note(result.c2st_autoencoder, "their reconstructions", "Real held-out slices")
+            + " Each slice and its reconstruction fall in the same fold. A perfect prior's "
+            "samples would look like reconstructions, so this is the lowest accuracy the first "
+            "test can reach with this VQ-VAE: above 50%, the autoencoder gives samples away "
+            "whatever the prior does."
+        )
+        + report.figure(out / FIGURES[12], "")
         + report.paragraph(
             "What gives the samples away: the images the classifiers against real slices found "
             "least and most real (each scored by the classifier that did not train on it)."
@@ -722,17 +741,17 @@ def code_note(values: dict) -> str:
     )
 
 
-def c2st_note(c2st: metrics.TwoSampleResult, real: str) -> str:
+def c2st_note(c2st: metrics.TwoSampleResult, real: str, generated: str = "Samples") -> str:
     """One two-sample test's result in words."""
     verdict = (
-        "the classifier cannot tell the samples from them"
+        "the classifier cannot tell them apart"
         if c2st.ci_low <= 0.5 <= c2st.ci_high
-        else "the classifier tells the samples apart"
+        else "the classifier tells them apart"
         if c2st.ci_low > 0.5
         else "the classifier does worse than chance (too little data or training)"
     )
     return (
-        f"Samples vs {real}: {c2st.folds} small CNNs, each trained on up to {c2st.trained_on} "
+        f"{generated} vs {real}: {c2st.folds} small CNNs, each trained on up to {c2st.trained_on} "
         f"images ({c2st.steps} steps) and scoring the fold of subjects it did not see, "
         f"classify {c2st.held_out} images (half each) with accuracy "
         f"{c2st.accuracy:.1%}, 95% Wilson interval [{c2st.ci_low:.1%}, {c2st.ci_high:.1%}]: "
