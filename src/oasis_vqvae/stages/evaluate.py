@@ -422,7 +422,7 @@ def write_figures(out: Path, result: Evaluation, cfg: EvaluateConfig) -> None:
     ):  # fmt: skip
         plots.histograms(
             {real: np.array(test.real_scores), generated: np.array(test.generated_scores)},
-            out / name, f"Two-sample test, {generated} vs {real}: P(real) on held-out images",
+            out / name, f"Two-sample test: {generated} vs {real}\nP(real) of each held-out image",
             "P(real)", bins=np.linspace(0, 1, 21), marker=(0.5, "decision threshold"),
         )  # fmt: skip
     write_level_figures(out, result, cfg)
