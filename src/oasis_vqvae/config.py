@@ -130,7 +130,7 @@ class VQVAEConfig(Block):
     """Start the codebook from encoder outputs of the first batch (no epochs lost to collapse)."""
     dead_code_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
     """Restart a code whose usage falls below this share of uniform use (1/K); 0 disables."""
-    epochs: PosInt = 20
+    epochs: PosInt = 10
     batch_size: PosInt = 8
     learning_rate: Annotated[float, Field(gt=0.0)] = 2e-3
     seed: int = 0
@@ -170,7 +170,7 @@ class PixelCNNConfig(Block):
     dilations: Annotated[tuple[PosInt, ...], Field(min_length=1)] = (1, 2, 4, 8)
     """Gated only: dilation of each gated layer's vertical stack after the first, cycled
     over the layers; e.g. [1, 2, 4, 8] lets 8 layers see 33 code rows up instead of 11."""
-    epochs: PosInt = 25
+    epochs: PosInt = 15
     batch_size: PosInt = 8
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-3
     learning_rate_schedule: Literal["constant", "cosine"] = "cosine"
