@@ -1,9 +1,9 @@
 """Stage evaluate: are the synthetic slices realistic, diverse and new enough to train on.
 
 Reconstruction (how well the VQ-VAE compresses the test split), latent (does the prior use
-the codebook as the real slices do), samples (realism, memorisation, diversity), two
-classifier two-sample tests (samples vs real held-out slices and vs their reconstructions;
-real slices vs their reconstructions: the floor this VQ-VAE leaves the first test),
+the codebook as the real slices do), samples (realism, memorisation, diversity), three
+classifier two-sample tests (samples vs real held-out slices, samples vs their reconstructions,
+and those slices vs their own reconstructions: the floor this VQ-VAE leaves the first),
 what a probe trained on real training slices reads in the samples (coverage of the real
 distribution, slice-level distribution, fidelity to the requested conditions) and how many
 samples show a broken head, in ``metrics.json``, figures and one self-contained report.
