@@ -509,7 +509,7 @@ def two_sample_test(
     real_parts = _folds_by_group(real_groups, len(real), len(generated), folds, rng)
     sizes = [len(part) for part in real_parts]
     if paired:
-        generated_parts = [part.copy() for part in real_parts]
+        generated_parts = real_parts
     else:
         chosen = rng.permutation(len(generated))[: sum(sizes)]
         generated_parts = np.split(chosen, np.cumsum(sizes)[:-1])

@@ -219,15 +219,15 @@ def run_evaluation(
     num_embeddings = int(model.get_layer("vector_quantizer").num_embeddings)
     usage_test = metrics.code_histogram(test_codes, num_embeddings)
     usage_samples = metrics.code_histogram(sample_codes, num_embeddings)
-    c2st_options = {
-        "folds": cfg.c2st.folds, "steps": cfg.c2st.steps,
-        "batch_size": cfg.c2st.batch_size, "seed": cfg.c2st.seed, "min_images": cfg.min_images,
-    }  # fmt: skip
-    # The classifier is tested on subjects it was not trained on (see two_sample_test).
     held_subjects = load_conditions(data, "validate")["subject"].tolist() + (
         load_conditions(data, "test")["subject"].tolist()
     )
-    c2st_options["real_groups"] = held_subjects
+    c2st_options = {
+        "folds": cfg.c2st.folds, "steps": cfg.c2st.steps,
+        "batch_size": cfg.c2st.batch_size, "seed": cfg.c2st.seed, "min_images": cfg.min_images,
+        # The classifier is tested on subjects it was not trained on (see two_sample_test).
+        "real_groups": held_subjects,
+    }  # fmt: skip
     log.info("evaluate: classifier two-sample tests (%d steps each)", cfg.c2st.steps)
     c2st = metrics.two_sample_test(held_out, generated, **c2st_options)
     # Reconstructions stored as the samples are (8-bit), so the tests see no rounding artefact.
