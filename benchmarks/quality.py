@@ -17,7 +17,8 @@ Then, read from the evaluate stage's ``metrics.json`` (not recomputed): test SSI
 classifier two-sample tests with their 95% intervals (samples vs real held-out slices, and vs
 the VQ-VAE's reconstructions of them), precision / recall / density / coverage, the
 total-variation distance of the predicted slice levels, each beside the issue's target, the
-share of broken samples (head outlines no real slice has) and where ``broken_samples.png``,
+share of broken samples (head outlines no real slice has), the fine detail of samples and
+reconstructions (radial power against real slices) and where ``broken_samples.png``,
 ``samples_by_level.png`` and ``report.html`` are. The last line is
 ``quality_<size>: c2st=<accuracy> recall=<recall>``.
 
@@ -258,6 +259,12 @@ def summary(metrics: dict[str, Any], evaluation: Path) -> list[str]:
             f"broken samples          {_interval(metrics, 'broken_share')}  (real held-out "
             f"{metrics['broken_share_real']:.3f}; {in_montage:.1f} expected in a 64-sample "
             f"montage, all whole with probability {(1 - share) ** 64:.2f}; target: none)"
+        )
+    if "fine_detail_samples" in metrics:  # evaluations before the spectra have none
+        lines.append(
+            f"fine detail of samples  {_interval(metrics, 'fine_detail_samples')}  "
+            f"(reconstructions {metrics['fine_detail_reconstructions']:.3f}; 1 = real slices' "
+            "fine texture, below 1 smoother)"
         )
     lines += [
         f"broken samples figure   {evaluation / 'broken_samples.png'}",

@@ -148,6 +148,8 @@ def test_quality_summary_reads_the_evaluate_metrics(tmp_path):
         **metrics.Estimate(0.1, 0.05, 0.15).as_metrics("level_tv_distance"),
         **metrics.Estimate(0.0625, 0.05, 0.08).as_metrics("broken_share"),
         **metrics.Estimate(0.0, 0.0, 0.0).as_metrics("broken_share_real"),
+        **metrics.Estimate(0.85, 0.8, 0.9).as_metrics("fine_detail_samples"),
+        **metrics.Estimate(0.9, 0.88, 0.92).as_metrics("fine_detail_reconstructions"),
         "ssim_mean": 0.96, "ssim_std": 0.01, "ssim_p05": 0.94,
         "test_slices": 360, "held_out_slices": 720, "samples": 1024,
     }  # fmt: skip
@@ -165,4 +167,5 @@ def test_quality_summary_reads_the_evaluate_metrics(tmp_path):
     assert "level TV distance       0.100 [0.050, 0.150]  (target <= 0.15: met)" in text
     assert "test SSIM               0.960 " in text and "target >= 0.95: met" in text
     assert "broken samples          0.062 [0.050, 0.080]  (real held-out 0.000; 4.0 " in text
+    assert "fine detail of samples  0.850 [0.800, 0.900]  (reconstructions 0.900; " in text
     assert lines[-2].endswith(str(tmp_path / "samples_by_level.png"))

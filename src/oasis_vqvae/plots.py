@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only, also on machines without a display
 
@@ -119,6 +120,29 @@ def histograms(
     ax.set_ylabel("share of images" if share else "count")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def spectrum_ratios(ratios: Mapping[str, np.ndarray], path: Path, title: str) -> Path:
+    """Ratios of radial power spectra (index k = frequency radius k + 1) on a log scale.
+
+    The x axis is the share of the Nyquist frequency; the fine band (from 0.5 up) is shaded.
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, ratio in ratios.items():
+        radius = np.arange(1, len(ratio) + 1)
+        ax.plot(radius / len(ratio), ratio, label=name)
+    ax.axhline(1.0, color="black", linewidth=0.8, label="real held-out slices")
+    ax.axvspan(0.5, 1.0, color="#dddddd", alpha=0.5, label="fine band")
+    ax.set_yscale("log")
+    ticks = matplotlib.ticker.FormatStrFormatter("%.2g")  # 0.8, not 8 x 10^-1
+    ax.yaxis.set_major_formatter(ticks)
+    ax.yaxis.set_minor_formatter(ticks)
+    ax.set_title(title)
+    ax.set_xlabel("spatial frequency / Nyquist")
+    ax.set_ylabel("power / real power")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
     return _save(fig, path)
 
 

@@ -145,7 +145,8 @@ EVALUATE_KEYS = (
     "c2st_autoencoder_accuracy", "c2st_autoencoder_ci_low", "c2st_autoencoder_ci_high",
     *(f"{name}{end}" for name in ("precision", "recall", "density", "coverage",
                                   "level_tv_distance", "slice_level_mae_real",
-                                  "broken_share", "broken_share_real")
+                                  "broken_share", "broken_share_real",
+                                  "fine_detail_samples", "fine_detail_reconstructions")
       for end in ("", "_ci_low", "_ci_high")),
 )  # fmt: skip
 """The keys the issues name, so runs stay comparable (plus the slice and sample counts)."""
@@ -174,6 +175,8 @@ def test_evaluate_metrics(run_dir, tiny_dataset):
         value = metrics.get(f"{key}_accuracy", metrics.get(key))
         assert metrics[f"{key}_ci_low"] <= value <= metrics[f"{key}_ci_high"], key
         assert 0.0 <= value <= 1.0, key
+    for key in ("fine_detail_samples", "fine_detail_reconstructions"):
+        assert 0.0 < metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"], key
     assert metrics["held_out_slices"] == manifest["counts"]["test"] + manifest["counts"]["validate"]
     # generate wrote labels.csv (the tiny prior is conditioned on slice level and CDR).
     for key in ("slice_level_mae", "condition_cdr_accuracy"):
@@ -198,11 +201,12 @@ def test_evaluate_report_has_every_section_and_is_self_contained(run_dir):
         "Two-sample tests",
         "Coverage of the real distribution",
         "Broken heads",
+        "Fine detail",
         "Slice-level distribution",
         "Condition fidelity",
     ):
         assert f"<h2>{heading}</h2>" in page, heading
-    assert page.count("data:image/png;base64,") == 17
+    assert page.count("data:image/png;base64,") == 18
     assert "Real held-out slices vs their reconstructions" in page
     assert "<td>cdr</td><td>accuracy</td>" in page
     assert all(key in page for key in EVALUATE_KEYS)
