@@ -45,7 +45,7 @@ demo: $(INSTALLED) ## run the whole pipeline (dvc repro) on the built-in synthet
 	@echo "  codes         data/codes/           integer code grids per split, usage.png"
 	@echo "  PixelCNN      models/pixelcnn/      pixelcnn.keras, conditions.json, loss_curves.png"
 	@echo "  samples       outputs/samples/      sample_NNNN.png, grid.png, labels.csv, dataset/"
-	@echo "  evaluation    outputs/eval/         metrics.json, report.html, samples_by_level.png, ... (10 PNGs)"
+	@echo "  evaluation    outputs/eval/         metrics.json, report.html, samples_by_level.png and more figures"
 	@echo "  utility       outputs/utility/      metrics.json, report.html, utility_curve.png"
 	@echo "  MLflow runs   make ui, then open http://127.0.0.1:5000"
 
