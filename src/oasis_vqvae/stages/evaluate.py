@@ -678,7 +678,8 @@ def detail_note(values: dict) -> str:
         "from half the Nyquist frequency up (1 = as much fine texture as real slices, below 1 "
         f"smoother, above 1 noisier): samples {show('fine_detail_samples')}, the VQ-VAE's "
         f"reconstructions {show('fine_detail_reconstructions')} (95% bootstrap intervals, real "
-        "slices resampled by subject). Where samples fall well below the reconstructions, the "
+        "slices resampled by subject). The band holds image noise too, which a VQ-VAE removes, "
+        "so compare the samples with the reconstructions: where they fall well below them, the "
         "decoder draws the prior's code arrangements smoother than real ones."
     )
 
