@@ -73,3 +73,10 @@ def test_sets_of_different_sizes_are_an_error(real):
         spectra.detail_values(slices, subjects, slices, slices[:, :32, :32], resamples=10, seed=0)
     with pytest.raises(DataError, match="square images"):
         spectra.radial_power(np.zeros((2, 16, 8), np.float32))
+
+
+def test_chunks_give_the_same_spectra_as_one_image_at_a_time():
+    images = np.random.default_rng(1).integers(0, 256, (2 * spectra.CHUNK + 5, 16, 16), np.uint8)
+    together = spectra.radial_power(images)
+    alone = np.concatenate([spectra.radial_power(image[None]) for image in images])
+    np.testing.assert_allclose(together, alone, rtol=1e-12)

@@ -22,6 +22,9 @@ import numpy as np
 from oasis_vqvae import metrics
 from oasis_vqvae.errors import DataError
 
+CHUNK = 128
+"""Images transformed at once: 128 complex 256x256 spectra take 64 MB, not 1 GB for 1,000."""
+
 
 def radial_power(images: np.ndarray) -> np.ndarray:
     """Power per integer frequency radius 1 .. S/2 of each image ``(N, S, S)``: ``(N, S/2)``.
@@ -33,14 +36,18 @@ def radial_power(images: np.ndarray) -> np.ndarray:
     if images.ndim != 3 or images.shape[1] != images.shape[2] or images.shape[1] < 4:
         raise DataError(f"radial power needs square images (N, S, S), S >= 4; got {images.shape}")
     side = images.shape[1]
-    centred = images - images.mean(axis=(1, 2), keepdims=True)
-    power = np.abs(np.fft.fft2(centred)) ** 2 / side**2
     frequency = np.fft.fftfreq(side) * side
     radius = np.rint(np.hypot(*np.meshgrid(frequency, frequency, indexing="ij"))).astype(int)
     kept = (radius >= 1) & (radius <= side // 2)
     index = radius[kept] - 1
     counts = np.bincount(index, minlength=side // 2)
-    sums = np.stack([np.bincount(index, weights=p[kept], minlength=side // 2) for p in power])
+    sums = np.empty((len(images), side // 2))
+    for start in range(0, len(images), CHUNK):  # bounded memory: a complex copy of every image
+        chunk = images[start : start + CHUNK]
+        centred = chunk - chunk.mean(axis=(1, 2), keepdims=True)
+        power = np.abs(np.fft.fft2(centred)) ** 2 / side**2
+        for row, image_power in enumerate(power, start):
+            sums[row] = np.bincount(index, weights=image_power[kept], minlength=side // 2)
     return sums / counts
 
 
